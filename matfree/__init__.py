@@ -1,0 +1,66 @@
+"""matfree: matrix-free linear algebra for Hessians and other large symmetric operators.
+
+Turn a function that returns H·v into a :class:`LinearOperator` and ask it
+for its trace, diagonal, log-determinant, rank, eigenpairs and spectral
+density, or solve damped systems with it -- on NumPy, CuPy, PyTorch or JAX
+arrays, without ever forming H.
+"""
+
+from matfree.hessian import (
+    block_diagonal_hessian,
+    diagonal_approximation,
+    empirical_fisher,
+    from_grad,
+    from_hvp,
+    from_jax,
+    from_torch,
+    gauss_newton,
+    outer_product,
+)
+from matfree.operators import (
+    BlockDiagonal,
+    Damped,
+    Dense,
+    Diagonal,
+    FunctionOperator,
+    Identity,
+    LinearOperator,
+    LowRank,
+    NonFiniteError,
+    Sparse,
+    aslinearoperator,
+    damped,
+)
+from matfree.results import EigResult, Estimate, SolveResult
+
+__version__ = "0.1.0"
+
+__all__ = [
+    # operators
+    "LinearOperator",
+    "FunctionOperator",
+    "Dense",
+    "Diagonal",
+    "Identity",
+    "LowRank",
+    "BlockDiagonal",
+    "Sparse",
+    "Damped",
+    "NonFiniteError",
+    "aslinearoperator",
+    "damped",
+    # Hessians
+    "from_hvp",
+    "from_grad",
+    "from_torch",
+    "from_jax",
+    "gauss_newton",
+    "outer_product",
+    "empirical_fisher",
+    "block_diagonal_hessian",
+    "diagonal_approximation",
+    # results
+    "Estimate",
+    "EigResult",
+    "SolveResult",
+]
