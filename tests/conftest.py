@@ -79,7 +79,7 @@ class Case:
 
     def asarray(self, a):
         """A NumPy array (or nested list) moved to this backend and dtype."""
-        return self.xp.asarray(np.asarray(a, dtype=self.dtype_name))
+        return self.xp.asarray(np.array(a, dtype=self.dtype_name, copy=True))
 
     def close(self, got, want, rtol=None, atol=None):
         got = B.to_numpy(got)
