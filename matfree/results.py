@@ -79,6 +79,39 @@ class Estimate:
         """The 95% confidence interval."""
         return self.confidence_interval(0.95)
 
+    def plot(self, ax=None, *, truth=None):
+        """Convergence plot: the estimate ± 2 stderr against products spent (matplotlib).
+
+        Needs the history an adaptive run records (``rtol``/``atol`` given).
+
+        Parameters
+        ----------
+        ax : matplotlib.axes.Axes, optional
+        truth : float, optional
+            Draw the exact value as a horizontal line.
+
+        Returns
+        -------
+        matplotlib.axes.Axes
+        """
+        history = self.info.get("history")
+        if not history:
+            raise ValueError(
+                "this estimate has no history to plot; an adaptive run (rtol= or atol=) records one"
+            )
+        ax = _axes(ax)
+        m = [h["num_matvecs"] for h in history]
+        v = [h["value"] for h in history]
+        s = [2.0 * h["stderr"] for h in history]
+        ax.errorbar(m, v, yerr=s, marker="o", capsize=3, label=f"{self.method} ± 2 stderr")
+        if truth is not None:
+            ax.axhline(float(truth), color="k", ls="--", lw=1, label="exact")
+        ax.set_xlabel("matrix-vector products")
+        ax.set_ylabel("estimate")
+        ax.set_title(f"Convergence of the {self.method} estimate")
+        ax.legend()
+        return ax
+
     def __float__(self):
         return _to_float(self.value)
 
@@ -173,6 +206,42 @@ class SolveResult:
         )
 
     __str__ = __repr__
+
+    def plot(self, ax=None):
+        """Residual-norm history on a log scale (matplotlib), one line per system.
+
+        Returns
+        -------
+        matplotlib.axes.Axes
+        """
+        import numpy as np
+
+        if self.residual_norms is None or len(self.residual_norms) == 0:
+            raise ValueError("this result has no residual history to plot")
+        ax = _axes(ax)
+        r = np.asarray(B.to_numpy(self.residual_norms), dtype=float)
+        r = r.reshape(r.shape[0], -1)
+        for j in range(r.shape[1]):
+            label = None if r.shape[1] == 1 else f"system {j}"
+            ax.semilogy(np.arange(r.shape[0]), r[:, j], label=label)
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("residual norm")
+        ax.set_title(f"Residual history ({self.status}, {self.num_iters} iterations)")
+        if r.shape[1] > 1:
+            ax.legend(fontsize="small", ncol=2)
+        return ax
+
+
+def _axes(ax):
+    """``ax`` or new axes on a new figure (matplotlib imported only here)."""
+    if ax is not None:
+        return ax
+    try:
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ImportError("plotting needs matplotlib; pip install 'matfree-hessian[plot]'") from None
+    _, ax = plt.subplots()
+    return ax
 
 
 def _max(x):
