@@ -531,7 +531,12 @@ class FunctionOperator(LinearOperator):
 
 
 def _check_symmetric_array(xp, M):
-    return M.shape[0] == M.shape[1] and bool(xp.all(M == xp.matrix_transpose(M)))
+    """Exact symmetry test; most non-symmetric matrices fail on the first row already."""
+    if M.shape[0] != M.shape[1]:
+        return False
+    if M.shape[0] and not bool(xp.all(M[0, :] == M[:, 0])):
+        return False
+    return bool(xp.all(M == xp.matrix_transpose(M)))
 
 
 class Dense(LinearOperator):
@@ -576,7 +581,10 @@ class Dense(LinearOperator):
     def _rmatvec(self, u):
         return self.xp.matrix_transpose(self._mat(u.dtype)) @ u
 
-    _rmatmat = _rmatvec
+    def _rmatmat(self, U):
+        # (Uᵀ A)ᵀ streams the rows of a row-major A: faster than Aᵀ U on NumPy/OpenBLAS
+        xp = self.xp
+        return xp.matrix_transpose(xp.matrix_transpose(U) @ self._mat(U.dtype))
 
     def diagonal(self):
         return self.xp.linalg.diagonal(self.A)
@@ -851,6 +859,17 @@ class Sparse(LinearOperator):
         Real floating point; converted to CSR once.
     symmetric : bool, optional
         Declared symmetry; by default checked exactly.
+
+    Notes
+    -----
+    For NumPy vectors and blocks the product runs on matfree's parallel CSR
+    kernel (:mod:`matfree._kernels.sparse`, Numba ``prange`` over rows) when
+    Numba is installed, Numba has at least two threads and the matrix has
+    enough nonzeros for a second thread to pay off; otherwise (and for
+    cupyx matrices) it is SciPy's (cuSPARSE's) own product.  Both give the
+    same numbers: each row is summed in storage order.  A vector of another
+    dtype than the matrix is multiplied with a cast copy of the matrix, made
+    once and kept.
     """
 
     def __init__(self, M, *, symmetric=None, positive_semidefinite=False, positive_definite=False):
@@ -883,20 +902,36 @@ class Sparse(LinearOperator):
         )
         self.M = M
         self._MT = None
+        self._casts = {}  # (transposed, dtype) -> cast copy, made on first use
 
-    def _mat(self, dtype):
-        return self.M if self.M.dtype == dtype else self.M.astype(dtype)
+    def _mat(self, dtype, transposed=False):
+        M = self.M
+        if transposed:
+            if self._MT is None:
+                self._MT = self.M.T.tocsr()
+            M = self._MT
+        if M.dtype == dtype:
+            return M
+        key = (transposed, str(dtype))
+        if key not in self._casts:
+            self._casts[key] = M.astype(dtype)
+        return self._casts[key]
+
+    @staticmethod
+    def _product(M, v):
+        from matfree._kernels import sparse as kernels
+
+        if kernels.pays_off(M, v):
+            return kernels.csr_product(M, v)
+        return M @ v
 
     def _matvec(self, v):
-        return self._mat(v.dtype) @ v
+        return self._product(self._mat(v.dtype), v)
 
     _matmat = _matvec
 
     def _rmatvec(self, u):
-        if self._MT is None:
-            self._MT = self.M.T.tocsr()
-        M = self._MT if self._MT.dtype == u.dtype else self._MT.astype(u.dtype)
-        return M @ u
+        return self._product(self._mat(u.dtype, transposed=True), u)
 
     _rmatmat = _rmatvec
 
