@@ -6,6 +6,7 @@ density, or solve damped systems with it -- on NumPy, CuPy, PyTorch or JAX
 arrays, without ever forming H.
 """
 
+from matfree.diagonal import diagonal
 from matfree.hessian import (
     block_diagonal_hessian,
     diagonal_approximation,
@@ -31,7 +32,10 @@ from matfree.operators import (
     aslinearoperator,
     damped,
 )
+from matfree.quasinewton import DFP, LBFGS, LSR1
 from matfree.results import EigResult, Estimate, SolveResult
+from matfree.sketch import NystromSketch, SketchResult, nystrom, range_finder, reig, rsvd
+from matfree.trace import frobenius_norm, trace
 
 __version__ = "0.1.0"
 
@@ -59,6 +63,20 @@ __all__ = [
     "empirical_fisher",
     "block_diagonal_hessian",
     "diagonal_approximation",
+    # estimators
+    "trace",
+    "diagonal",
+    "frobenius_norm",
+    # sketches and quasi-Newton operators
+    "range_finder",
+    "rsvd",
+    "reig",
+    "nystrom",
+    "NystromSketch",
+    "SketchResult",
+    "LBFGS",
+    "LSR1",
+    "DFP",
     # results
     "Estimate",
     "EigResult",
