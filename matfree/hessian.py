@@ -247,7 +247,7 @@ def _flatten_torch(params):
     return flat, unflatten
 
 
-def from_torch(loss_fn, params, *, check_finite=False):
+def from_torch(loss_fn, params, *, mode="forward-over-reverse", check_finite=False):
     """Exact Hessian of a PyTorch scalar function as an operator on flat vectors.
 
     The product is forward-over-reverse (``torch.func.jvp`` of
@@ -263,6 +263,11 @@ def from_torch(loss_fn, params, *, check_finite=False):
         ``nn.Module`` use ``torch.func.functional_call`` inside ``loss_fn``).
     params : tensor or list/tuple/dict of tensors
         Where the Hessian is taken.  Flattened in order into one vector.
+    mode : {"forward-over-reverse", "reverse-over-reverse"}
+        ``"forward-over-reverse"`` (``jvp`` of ``grad``, the cheapest) or
+        ``"reverse-over-reverse"`` (``vjp`` of ``grad``, built once and
+        reused by every product; for operations that have no forward-mode
+        derivative in PyTorch, at the price of keeping the gradient's graph).
     check_finite : bool
         Check products for NaN/Inf (a device synchronisation per product).
 
@@ -271,9 +276,21 @@ def from_torch(loss_fn, params, *, check_finite=False):
     FunctionOperator
         Symmetric operator on flat vectors of size ``sum(p.numel())``, with
         attributes ``x0`` (the flat parameters) and ``unflatten``.
-    """
-    from torch.func import grad, jvp, vmap
 
+    Raises
+    ------
+    TypeError
+        For ``params`` that are not tensors or a list/tuple/dict of them, or
+        not of a real floating dtype.
+    ValueError
+        For an unknown ``mode``.
+    """
+    from torch.func import grad, jvp, vjp, vmap
+
+    if mode not in ("forward-over-reverse", "reverse-over-reverse"):
+        raise ValueError(
+            f"mode={mode!r} is not known; expected 'forward-over-reverse' or 'reverse-over-reverse'"
+        )
     x0, unflatten = _flatten_torch(params)
     B.check_float_dtype(x0.dtype, "params")
 
@@ -281,9 +298,16 @@ def from_torch(loss_fn, params, *, check_finite=False):
         return loss_fn(unflatten(x))
 
     g = grad(f)
+    if mode == "forward-over-reverse":
 
-    def hvp(v):
-        return jvp(g, (x0,), (v,))[1]
+        def hvp(v):
+            return jvp(g, (x0,), (v,))[1]
+
+    else:
+        _, pullback = vjp(g, x0)
+
+        def hvp(v):  # Hᵀv = Hv: the Hessian is symmetric
+            return pullback(v)[0]
 
     batched_hvp = vmap(hvp, in_dims=1, out_dims=1)
 

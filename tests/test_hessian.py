@@ -189,6 +189,27 @@ def test_from_torch_structured_params_and_vmap():
         torch.testing.assert_close(B2 @ V, H @ V, rtol=1e-10, atol=1e-12)
 
 
+def test_from_torch_reverse_over_reverse_matches_forward():
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(1)
+    X = torch.randn(12, 4, dtype=torch.float64)
+    y = torch.randint(0, 3, (12,))
+    params = {"W": torch.randn(3, 4, dtype=torch.float64), "b": torch.zeros(3, dtype=torch.float64)}
+
+    def loss(p):
+        return torch.nn.functional.cross_entropy(torch.tanh(X @ p["W"].T) + p["b"], y)
+
+    A = matfree.from_torch(loss, params, mode="reverse-over-reverse")
+    F = matfree.from_torch(loss, params)
+    flat = torch.cat([p.reshape(-1) for p in params.values()])
+    H = torch.autograd.functional.hessian(lambda x: loss(A.unflatten(x)), flat)
+    V = torch.randn(flat.numel(), 3, dtype=torch.float64)
+    torch.testing.assert_close(A @ V, H @ V, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(A @ V[:, 0], F @ V[:, 0], rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="mode='backward' is not known"):
+        matfree.from_torch(loss, params, mode="backward")
+
+
 def test_from_torch_float32_and_bad_params():
     torch = pytest.importorskip("torch")
     x0 = torch.ones(4)
