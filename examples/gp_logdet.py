@@ -37,45 +37,16 @@ directory.  The script exits with status 1 if an estimate disagrees with its
 dense reference by more than the printed allowance.
 """
 
-import argparse
 import math
-import os
 import sys
-import tempfile
 import time
 
 import numpy as np
 
+from _common import Table, exit_status, limit_threads, output_dir, parse_args, pyplot, save_figure
+
 SEED = 20261123
-
-
-# ------------------------------------------------------------------ report
-def check(name, estimate, reference, allowed, stderr=None):
-    """Print one row 'estimate | dense reference | |diff| | allowed | verdict'."""
-    diff = abs(estimate - reference)
-    ok = bool(diff <= allowed)
-    est = f"{estimate:.10g}" + (f" ± {stderr:.2g}" if stderr is not None else "")
-    verdict = "ok" if ok else "MISMATCH"
-    print(f"  {name:<36s} | {est:>26s} | {reference:>18.10g} | {diff:9.2e} | {allowed:9.2e} | {verdict}")
-    return ok
-
-
-def header():
-    print(f"  {'quantity':<36s} | {'matfree':>26s} | {'dense reference':>18s} | {'|diff|':>9s} | {'allowed':>9s} |")
-
-
-def limit_threads(num_threads):
-    """Pin the BLAS thread pools (threadpoolctl, if installed).
-
-    The matrices here are small: extra threads buy little, and on a busy
-    machine (CI runs several jobs per core) they spin and contend, which made
-    this script three times slower on a loaded 2-core machine.
-    """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return
-    threadpool_limits(num_threads)
+TABLE = Table(name_width=36, estimate_width=26, reference_width=18)
 
 
 # -------------------------------------------------------------- the problem
@@ -162,13 +133,8 @@ def exact_log_ml(Kf, y, noise):
 
 # -------------------------------------------------------------------- main
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--fast", action="store_true", help="CI mode: n = 150, 3 lengthscales")
-    parser.add_argument(
-        "--out", default=None, help="directory for the PNG figures (default: a new temporary directory)"
-    )
-    parser.add_argument("--threads", type=int, default=1, help="BLAS threads (default 1)")
-    args = parser.parse_args(argv)
+    args = parse_args(__doc__, argv, fast_help="CI mode: n = 150, 3 lengthscales",
+                      out_help="directory for the PNG figures (default: a new temporary directory)")
     limit_threads(args.threads)
     from matfree.solvers import cg
 
@@ -196,23 +162,23 @@ def main(argv=None):
     print(f"CG to rtol {args.rtol:g}: plain {plain.num_iters} iterations, "
           f"Nyström-preconditioned (rank {args.rank}, {est['M'].setup_matvecs} products to build) "
           f"{est['solve'].num_iters} iterations\n")
-    header()
+    TABLE.header()
     ok = True
     # SLQ: unbiased up to the quadrature error, which decays like ρ^(-2m) (negligible
     # at these m for κ ~ 1e3); 4 standard errors cover the sampling error
-    ok &= check("log det K", float(ld.value), ref["logdet"], 4 * float(ld.stderr), float(ld.stderr))
-    ok &= check("yᵀK⁻¹y (Nyström-PCG)", est["fit"], ref["fit"], est["fit_bound"])
+    ok &= TABLE.check("log det K", float(ld.value), ref["logdet"], 4 * float(ld.stderr), float(ld.stderr))
+    ok &= TABLE.check("yᵀK⁻¹y (Nyström-PCG)", est["fit"], ref["fit"], est["fit_bound"])
     x_err = float(np.linalg.norm(est["solve"].x - ref["alpha"]))
-    ok &= check("‖x_pcg - K⁻¹y‖", x_err, 0.0, est["resid"] / noise)
+    ok &= TABLE.check("‖x_pcg - K⁻¹y‖", x_err, 0.0, est["resid"] / noise)
     # the total against scikit-learn's Cholesky-based value (independent code); its
     # default jitter α = 1e-10 on the diagonal moves log det by <= α n/σ² and the
     # data fit by <= α ‖y‖²/σ⁴
     sk_value = float(gpr.log_marginal_likelihood_value_)
     jitter = 0.5 * 1e-10 * (n / noise + float(y @ y) / noise**2)
-    ok &= check("log p(y) vs scikit-learn", est["value"], sk_value,
-                0.5 * 4 * float(ld.stderr) + 0.5 * est["fit_bound"] + jitter, 0.5 * float(ld.stderr))
-    ok &= check("log p(y) vs numpy (slogdet, solve)", est["value"], ref["value"],
-                0.5 * 4 * float(ld.stderr) + 0.5 * est["fit_bound"], 0.5 * float(ld.stderr))
+    ok &= TABLE.check("log p(y) vs scikit-learn", est["value"], sk_value,
+                      0.5 * 4 * float(ld.stderr) + 0.5 * est["fit_bound"] + jitter, 0.5 * float(ld.stderr))
+    ok &= TABLE.check("log p(y) vs numpy (slogdet, solve)", est["value"], ref["value"],
+                      0.5 * 4 * float(ld.stderr) + 0.5 * est["fit_bound"], 0.5 * float(ld.stderr))
 
     # profile over the lengthscale
     factors = [0.5, 1.0, 2.0] if args.fast else [0.4, 0.63, 1.0, 1.6, 2.5]
@@ -234,25 +200,16 @@ def main(argv=None):
               f"{cg_plain.num_iters:7d} {est_e['solve'].num_iters:8d} {est_e['num_matvecs']:9d}")
         ok &= abs(est_e["value"] - ref_e["value"]) <= 4 * se + 0.5 * est_e["fit_bound"]
 
-    out = args.out or tempfile.mkdtemp(prefix="matfree-gp-")
+    out = output_dir(args.out, "gp")
     _plot(out, prof, plain, est["solve"], args, n)
     print(f"\nfigures written to {out}; total time {time.perf_counter() - t_start:.1f} s")
-    if not ok:
-        print("MISMATCH with the dense reference", file=sys.stderr)
-        return 1
-    return 0
+    return exit_status(ok)
 
 
 def _plot(out, prof, plain, pcg, args, n):
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: no figures")
+    plt = pyplot(out, "figures")
+    if plt is None:
         return
-    os.makedirs(out, exist_ok=True)
     e, v, se, ref, _, _ = (np.array(c) for c in zip(*prof))
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     ax.plot(e, ref, "k-", lw=1.5, label="exact (Cholesky)")
@@ -265,9 +222,7 @@ def _plot(out, prof, plain, pcg, args, n):
     ax.set_ylabel("log marginal likelihood  log p(y)")
     ax.set_title(f"GP evidence on the diabetes data (n = {n})")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, "gp_log_marginal_likelihood.png"), dpi=110)
-    plt.close(fig)
+    save_figure(fig, out, "gp_log_marginal_likelihood.png")
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for res, label in [(plain, "CG"), (pcg, f"Nyström-PCG (rank {args.rank})")]:
@@ -278,9 +233,7 @@ def _plot(out, prof, plain, pcg, args, n):
     ax.set_ylabel("relative residual ‖y - Kx‖ / ‖y‖")
     ax.set_title("Solving K x = y at the fitted hyperparameters")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, "gp_cg_residuals.png"), dpi=110)
-    plt.close(fig)
+    save_figure(fig, out, "gp_cg_residuals.png")
 
 
 if __name__ == "__main__":

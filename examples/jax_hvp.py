@@ -32,57 +32,25 @@ if an estimate disagrees with its dense reference by more than the printed
 allowance.
 """
 
-import argparse
 import math
-import os
 import sys
 import time
 
 import numpy as np
 
+from _common import Table, exit_status, limit_threads, parse_args
+
 SEED = 20261123
 ALPHA = 1.0  # prior precision
-
-
-# ------------------------------------------------------------------ report
-def check(name, estimate, reference, allowed, stderr=None):
-    """Print one row 'estimate | dense reference | |diff| | allowed | verdict'."""
-    diff = abs(estimate - reference)
-    ok = bool(diff <= allowed)
-    est = f"{estimate:.10g}" + (f" ± {stderr:.2g}" if stderr is not None else "")
-    verdict = "ok" if ok else "MISMATCH"
-    print(f"  {name:<30s} | {est:>24s} | {reference:>18.10g} | {diff:9.2e} | {allowed:9.2e} | {verdict}")
-    return ok
-
-
-def header():
-    print(f"  {'quantity':<30s} | {'matfree':>24s} | {'dense reference':>18s} | {'|diff|':>9s} | {'allowed':>9s} |")
-
-
-def limit_threads(num_threads):
-    """Pin XLA's CPU thread pool (before JAX starts) and the BLAS pools (threadpoolctl).
-
-    The problem is small; on a busy machine extra threads spin and contend.
-    """
-    if num_threads == 1 and "jax" not in sys.modules:
-        flags = os.environ.get("XLA_FLAGS", "")
-        one = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-        os.environ["XLA_FLAGS"] = f"{flags} {one}".strip()
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return
-    threadpool_limits(num_threads)
+TABLE = Table(name_width=30, estimate_width=24, reference_width=18)
 
 
 # --------------------------------------------------------------------- main
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--fast", action="store_true", help="CI mode: 500 images")
-    parser.add_argument("--out", default=None, help="accepted for uniformity with the other examples; no figures")
-    parser.add_argument("--threads", type=int, default=1, help="XLA and BLAS threads (default 1)")
-    args = parser.parse_args(argv)
-    limit_threads(args.threads)
+    args = parse_args(__doc__, argv, fast_help="CI mode: 500 images",
+                      out_help="accepted for uniformity with the other examples; no figures",
+                      threads_help="XLA and BLAS threads (default 1)")
+    limit_threads(args.threads, framework="jax")  # before JAX is imported
 
     import jax
     import jax.numpy as jnp
@@ -154,27 +122,24 @@ def main(argv=None):
           f"logdet {ld.num_matvecs} ({t_ld:.1f} s), first calls include JAX compilation; "
           f"jax.hessian + eigvalsh + slogdet {t_dense:.1f} s")
     print(f"spectrum: [{lam[0]:.4g}, {lam[-1]:.4g}], condition number {lam[-1] / lam[0]:.3g}\n")
-    header()
+    TABLE.header()
     ok = True
     theta, res = np.asarray(top.eigenvalues), np.asarray(top.residual_norms)
     for i in range(k):
         # a Ritz value θ with residual r has an eigenvalue within r of it
-        ok &= check(f"eigenvalue {i + 1} (largest)", float(theta[-1 - i]), float(lam[-1 - i]),
-                    float(res[-1 - i]) + 100 * d * eps * float(lam[-1]))
-    ok &= check(f"trace, XTrace ({budget} HVPs)", float(tr.value), float(np.trace(Hd)),
-                4 * float(tr.stderr), float(tr.stderr))
+        ok &= TABLE.check(f"eigenvalue {i + 1} (largest)", float(theta[-1 - i]), float(lam[-1 - i]),
+                          float(res[-1 - i]) + 100 * d * eps * float(lam[-1]))
+    ok &= TABLE.check(f"trace, XTrace ({budget} HVPs)", float(tr.value), float(np.trace(Hd)),
+                      4 * float(tr.stderr), float(tr.stderr))
     # SLQ: the quadrature error decays like ρ^(-2m), negligible here; 4 standard errors
-    ok &= check(f"log det, SLQ ({probes}x{steps})", float(ld.value), float(logdet_exact),
-                4 * float(ld.stderr), float(ld.stderr))
+    ok &= TABLE.check(f"log det, SLQ ({probes}x{steps})", float(ld.value), float(logdet_exact),
+                      4 * float(ld.stderr), float(ld.stderr))
     evidence = -E_star + 0.5 * d * math.log(ALPHA) - 0.5 * float(ld.value)
     evidence_exact = -E_star + 0.5 * d * math.log(ALPHA) - 0.5 * float(logdet_exact)
     se = 0.5 * float(ld.stderr)  # the evidence has -½ log det
-    ok &= check("Laplace log evidence", evidence, evidence_exact, 4 * se, se)
+    ok &= TABLE.check("Laplace log evidence", evidence, evidence_exact, 4 * se, se)
     print(f"\ntotal time {time.perf_counter() - t_start:.1f} s")
-    if not ok:
-        print("MISMATCH with the dense reference", file=sys.stderr)
-        return 1
-    return 0
+    return exit_status(ok)
 
 
 if __name__ == "__main__":

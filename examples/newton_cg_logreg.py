@@ -44,40 +44,16 @@ Figures (PNG) go to ``--out DIR``; by default a fresh temporary directory
 (printed at the end).  The script exits with status 1 if a check fails.
 """
 
-import argparse
 import math
-import os
 import sys
-import tempfile
 import time
 
 import numpy as np
 
+from _common import Table, exit_status, limit_threads, output_dir, parse_args, pyplot, save_figure
+
 LAM = 1e-4  # L2 regularisation λ
-
-
-# ------------------------------------------------------------------ report
-def check(name, estimate, reference, allowed, stderr=None):
-    """Print one row 'estimate | dense reference | |diff| | allowed | verdict'."""
-    diff = abs(estimate - reference)
-    ok = bool(diff <= allowed)
-    est = f"{estimate:.14g}" + (f" ± {stderr:.2g}" if stderr is not None else "")
-    verdict = "ok" if ok else "MISMATCH"
-    print(f"  {name:<30s} | {est:>22s} | {reference:>22.14g} | {diff:9.2e} | {allowed:9.2e} | {verdict}")
-    return ok
-
-
-def header():
-    print(f"  {'quantity':<30s} | {'matfree':>22s} | {'dense reference':>22s} | {'|diff|':>9s} | {'allowed':>9s} |")
-
-
-def limit_threads(num_threads):
-    """Pin BLAS threads (threadpoolctl, if installed): small matrices, busy machines."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return
-    threadpool_limits(num_threads)
+TABLE = Table(name_width=30, estimate_width=22, reference_width=22, digits=14)
 
 
 # --------------------------------------------------------------- the problem
@@ -221,13 +197,7 @@ def dense_newton(prob, w):
 
 # --------------------------------------------------------------------- main
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--fast", action="store_true", help="CI mode: budget of 1000 data passes")
-    parser.add_argument(
-        "--out", default=None, help="directory for the PNG figure (default: a new temporary directory)"
-    )
-    parser.add_argument("--threads", type=int, default=1, help="BLAS threads (default 1)")
-    args = parser.parse_args(argv)
+    args = parse_args(__doc__, argv, fast_help="CI mode: budget of 1000 data passes")
     limit_threads(args.threads)
     from sklearn.datasets import load_breast_cancer
     from sklearn.linear_model import LogisticRegression
@@ -272,37 +242,28 @@ def main(argv=None):
     f_sk, g_sk = Logistic(X, y, LAM).loss_grad(clf.coef_.ravel())
 
     print()
-    header()
+    TABLE.header()
     ok = True
     for name, (w, hist, extra, counts, passes) in runs.items():
         _, _, f, gn = hist.rows[-1]
         # strong convexity: 0 <= f - f* <= ‖g‖²/(2λ)
-        ok &= check(f"f, {name}", f, f_star, gn**2 / (2 * LAM) + 1e-15 * abs(f_star))
+        ok &= TABLE.check(f"f, {name}", f, f_star, gn**2 / (2 * LAM) + 1e-15 * abs(f_star))
     w_nt, hist_nt = runs["Newton-CG (LM)"][0], runs["Newton-CG (LM)"][1]
-    ok &= check("‖w - w*‖, Newton-CG (LM)", float(np.linalg.norm(w_nt - w_star)), 0.0,
-                hist_nt.rows[-1][3] / LAM + 1e-12)
-    ok &= check("f, scikit-learn (lbfgs)", f_sk, f_star, float(g_sk @ g_sk) / (2 * LAM) + 1e-15)
+    ok &= TABLE.check("‖w - w*‖, Newton-CG (LM)", float(np.linalg.norm(w_nt - w_star)), 0.0,
+                      hist_nt.rows[-1][3] / LAM + 1e-12)
+    ok &= TABLE.check("f, scikit-learn (lbfgs)", f_sk, f_star, float(g_sk @ g_sk) / (2 * LAM) + 1e-15)
     ok &= hist_nt.rows[-1][3] <= gtol  # Newton-CG must converge within the budget
 
-    out = args.out or tempfile.mkdtemp(prefix="matfree-newton-")
+    out = output_dir(args.out, "newton")
     _plot(out, runs, f_star, budget)
     print(f"\nfigure written to {out}")
-    if not ok:
-        print("MISMATCH with the dense reference (or Newton-CG did not converge)", file=sys.stderr)
-        return 1
-    return 0
+    return exit_status(ok, "MISMATCH with the dense reference (or Newton-CG did not converge)")
 
 
 def _plot(out, runs, f_star, budget):
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: no figure")
+    plt = pyplot(out)
+    if plt is None:
         return
-    os.makedirs(out, exist_ok=True)
     fig, axes = plt.subplots(1, 2, figsize=(10.5, 4.2))
     floor = 1e-16
     for (name, (_, hist, _, _, _)), marker in zip(runs.items(), ["o", "s", None]):
@@ -320,9 +281,7 @@ def _plot(out, runs, f_star, budget):
         ax.set_ylim(floor, None)
         ax.legend()
     fig.suptitle("L2-regularised logistic regression, breast cancer data")
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, "newton_cg_logreg.png"), dpi=110)
-    plt.close(fig)
+    save_figure(fig, out, "newton_cg_logreg.png")
 
 
 if __name__ == "__main__":

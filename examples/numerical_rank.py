@@ -30,40 +30,16 @@ Figures (PNG) go to ``--out DIR``; by default a fresh temporary directory
 disagrees with the exact rank by more than the printed allowance.
 """
 
-import argparse
 import math
-import os
 import sys
-import tempfile
 import time
 
 import numpy as np
 
+from _common import Table, exit_status, limit_threads, output_dir, parse_args, pyplot, save_figure, smoothed_density
+
 SEED = 20261123
-
-
-# ------------------------------------------------------------------ report
-def check(name, estimate, reference, allowed, stderr=None):
-    """Print one row 'estimate | dense reference | |diff| | allowed | verdict'."""
-    diff = abs(estimate - reference)
-    ok = bool(diff <= allowed)
-    est = f"{estimate:.10g}" + (f" ± {stderr:.2g}" if stderr is not None else "")
-    verdict = "ok" if ok else "MISMATCH"
-    print(f"  {name:<40s} | {est:>22s} | {reference:>16.10g} | {diff:9.2e} | {allowed:9.2e} | {verdict}")
-    return ok
-
-
-def header():
-    print(f"  {'quantity':<40s} | {'matfree':>22s} | {'dense reference':>16s} | {'|diff|':>9s} | {'allowed':>9s} |")
-
-
-def limit_threads(num_threads):
-    """Pin BLAS threads (threadpoolctl, if installed): small matrices, busy machines."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return
-    threadpool_limits(num_threads)
+TABLE = Table(name_width=40, estimate_width=22, reference_width=16)
 
 
 # -------------------------------------------------------------- the problem
@@ -90,21 +66,9 @@ def gram_operator(X):
     )
 
 
-def smoothed_density(eigenvalues, grid, bandwidth):
-    """(1/n) Σ_i N(t; λ_i, h²): the exact spectrum smoothed by the same Gaussian kernel."""
-    d = (grid[:, None] - eigenvalues[None, :]) / bandwidth
-    return np.exp(-0.5 * d * d).sum(1) / (eigenvalues.size * bandwidth * math.sqrt(2 * math.pi))
-
-
 # --------------------------------------------------------------------- main
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--fast", action="store_true", help="CI mode: the first 600 images")
-    parser.add_argument(
-        "--out", default=None, help="directory for the PNG figure (default: a new temporary directory)"
-    )
-    parser.add_argument("--threads", type=int, default=1, help="BLAS threads (default 1)")
-    args = parser.parse_args(argv)
+    args = parse_args(__doc__, argv, fast_help="CI mode: the first 600 images")
     limit_threads(args.threads)
     from matfree.spectral import SLQ
 
@@ -131,15 +95,15 @@ def main(argv=None):
           f"(each two thin products with X); threshold η = {eta:.3g} ({est.info['threshold_rule']})")
     print(f"exact spectrum: {nonzero.size} eigenvalues in [{nonzero[0]:.3g}, {nonzero[-1]:.3g}], "
           f"{zero.size} in [{zero.min():.2g}, {zero.max():.2g}] (zero up to rounding)\n")
-    header()
+    TABLE.header()
     ok = True
     # Hutchinson estimate of tr h(G): unbiased up to the quadrature error; 4 standard errors
     r, se = float(est.value), float(est.stderr)
-    ok &= check("rank (count of |λ| > η)", r, exact_at_eta, 4 * se, se)
-    ok &= check("rank vs numpy.linalg.matrix_rank", r, exact_rank, 4 * se, se)
+    ok &= TABLE.check("rank (count of |λ| > η)", r, exact_at_eta, 4 * se, se)
+    ok &= TABLE.check("rank vs numpy.linalg.matrix_rank", r, exact_rank, 4 * se, se)
     tr = slq.trace_function(lambda t: t)
-    ok &= check("trace (same Lanczos runs)", float(tr.value), float(np.sum(X * X)), 4 * float(tr.stderr),
-                float(tr.stderr))
+    ok &= TABLE.check("trace (same Lanczos runs)", float(tr.value), float(np.sum(X * X)), 4 * float(tr.stderr),
+                      float(tr.stderr))
 
     # where it stops working: the raw pixels, whose nonzero eigenvalues span 7 decades
     Xr = digits(n, standardise=False)
@@ -157,25 +121,16 @@ def main(argv=None):
           f"estimate undercounts.  Standardising the pixels, as above, compresses the nonzero "
           f"spectrum to two decades, and the step is then easy to place.")
 
-    out = args.out or tempfile.mkdtemp(prefix="matfree-rank-")
+    out = output_dir(args.out, "rank")
     _plot(out, slq, dens, lam, eta, n, nonzero)
     print(f"\nfigure written to {out}; total time {time.perf_counter() - t_start:.1f} s")
-    if not ok:
-        print("MISMATCH with the dense reference", file=sys.stderr)
-        return 1
-    return 0
+    return exit_status(ok)
 
 
 def _plot(out, slq, dens, lam, eta, n, nonzero):
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: no figure")
+    plt = pyplot(out)
+    if plt is None:
         return
-    os.makedirs(out, exist_ok=True)
     fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11.5, 4.4))
 
     # left: the smoothed density on a linear axis (what Density.plot draws)
@@ -206,9 +161,7 @@ def _plot(out, slq, dens, lam, eta, n, nonzero):
     ax1.set_title(f"The gap: {nonzero.size} eigenvalues >= {nonzero[0]:.3g}, the rest at zero")
     ax1.legend(fontsize=8, loc="upper center")
     fig.suptitle(f"Gram matrix X Xᵀ of {n} standardised digits images")
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, "numerical_rank.png"), dpi=110)
-    plt.close(fig)
+    save_figure(fig, out, "numerical_rank.png")
 
 
 if __name__ == "__main__":

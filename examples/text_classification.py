@@ -45,53 +45,25 @@ Figures (PNG) go to ``--out DIR``; by default a fresh temporary directory
 with its dense reference by more than the printed allowance.
 """
 
-import argparse
 import collections
 import importlib
 import inspect
 import math
-import os
 import re
 import sys
-import tempfile
 import time
 import warnings
 
 import numpy as np
+
+from _common import Table, exit_status, limit_threads, output_dir, parse_args, pyplot, save_figure
 
 SEED = 20261123
 LAM = 1e-3  # L2 regularisation λ
 RANK_RTOL = 1e-3  # effective rank: count eigenvalues above this fraction of the largest
 MODULES = ["os", "math", "re", "collections", "datetime", "threading", "pathlib", "logging"]
 MODULES_FAST = ["math", "collections", "datetime", "pathlib"]
-
-
-# ------------------------------------------------------------------ report
-def check(name, estimate, reference, allowed, stderr=None):
-    """Print one row 'estimate | dense reference | |diff| | allowed | verdict'."""
-    diff = abs(estimate - reference)
-    ok = bool(diff <= allowed)
-    est = f"{estimate:.10g}" + (f" ± {stderr:.2g}" if stderr is not None else "")
-    verdict = "ok" if ok else "MISMATCH"
-    print(f"  {name:<30s} | {est:>24s} | {reference:>16.10g} | {diff:9.2e} | {allowed:9.2e} | {verdict}")
-    return ok
-
-
-def header():
-    print(f"  {'quantity':<30s} | {'matfree':>24s} | {'dense reference':>16s} | {'|diff|':>9s} | {'allowed':>9s} |")
-
-
-def limit_threads(num_threads):
-    """Pin torch's and the BLAS thread pools: the problem is small, and on a busy machine
-    extra threads spin and contend (a first numpy eigh took 2 s instead of 0.05 s here)."""
-    import torch
-
-    torch.set_num_threads(num_threads)
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return
-    threadpool_limits(num_threads)
+TABLE = Table(name_width=30, estimate_width=24, reference_width=16)
 
 
 # ------------------------------------------------------------------ corpus
@@ -320,20 +292,15 @@ def sr1_trust_region(prob, w, budget, gtol, memory=10):
 
 # --------------------------------------------------------------------- main
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--fast", action="store_true", help="CI mode: 4 modules, 100 words")
-    parser.add_argument(
-        "--out", default=None, help="directory for the PNG figure (default: a new temporary directory)"
-    )
-    parser.add_argument("--threads", type=int, default=1, help="torch and BLAS threads (default 1)")
-    args = parser.parse_args(argv)
+    args = parse_args(__doc__, argv, fast_help="CI mode: 4 modules, 100 words",
+                      threads_help="torch and BLAS threads (default 1)")
 
     import torch
 
     from matfree.spectral import SLQ
     from matfree.trace import trace
 
-    limit_threads(args.threads)
+    limit_threads(args.threads, framework="torch")
     modules = MODULES_FAST if args.fast else MODULES
     vocab_size, budget, gtol = (100, 600, 1e-6) if args.fast else (300, 1500, 1e-6)
     trace_budget, probes, steps = (40, 20, 60) if args.fast else (60, 20, 60)
@@ -400,16 +367,16 @@ def main(argv=None):
     print("\nfinal objective of each method against f* (strong convexity: 0 <= f - f* <= ‖∇f‖²/(2λ)),")
     print("and the Hessian of the data term along the Newton-CG run: trace by XTrace "
           f"({trace_budget} HVPs), exact from the dense Hessian:")
-    header()
+    TABLE.header()
     ok = True
     for name, (_, hist, _, _, _, _) in runs.items():
         _, _, f, gn = hist.rows[-1]
-        ok &= check(f"f, {name}", f, f_star, gn**2 / (2 * LAM) + 1e-15 * abs(f_star))
+        ok &= TABLE.check(f"f, {name}", f, f_star, gn**2 / (2 * LAM) + 1e-15 * abs(f_star))
     for a in analysis:
         tr = a["trace"]
         # XTrace is unbiased: 4 standard errors
         se = float(tr.stderr)
-        ok &= check(f"step {a['step']}: trace", float(tr.value), a["exact_trace"], 4 * se, se)
+        ok &= TABLE.check(f"step {a['step']}: trace", float(tr.value), a["exact_trace"], 4 * se, se)
     print(f"\neffective rank (eigenvalues above {RANK_RTOL:g} λ_max) by SLQ ({probes} probes x {steps} "
           "Lanczos steps, the same runs give the density); no pass/fail: when many eigenvalues sit near "
           "the threshold, the Gauss quadrature of the step function is biased by an amount SLQ does not "
@@ -423,25 +390,16 @@ def main(argv=None):
         print(f"  {a['step']:5d} {lam[-1]:9.3g} {float(rk.value):9.1f} ± {float(rk.stderr):4.1f} "
               f"{a['exact_rank']:6d} {z:19.1f} {zeros:12d} {lam.size:5d}")
 
-    out = args.out or tempfile.mkdtemp(prefix="matfree-text-")
+    out = output_dir(args.out, "text")
     _plot(out, runs, f_star, analysis, n)
     print(f"\nfigure written to {out}; total time {time.perf_counter() - t_start:.1f} s")
-    if not ok:
-        print("MISMATCH with the dense reference", file=sys.stderr)
-        return 1
-    return 0
+    return exit_status(ok)
 
 
 def _plot(out, runs, f_star, analysis, n):
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: no figure")
+    plt = pyplot(out)
+    if plt is None:
         return
-    os.makedirs(out, exist_ok=True)
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     floor = 1e-16
     for (name, (_, hist, _, _, _, _)), marker in zip(runs.items(), ["o", "s", "^"]):
@@ -470,9 +428,7 @@ def _plot(out, runs, f_star, analysis, n):
     ax.set_title(f"Data-term Hessian (x: SLQ rank at η = {RANK_RTOL:g} λ_max)")
     ax.legend(fontsize=8)
     fig.suptitle(f"Bag-of-words softmax classifier on standard-library docstrings ({n} parameters)")
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, "text_classification.png"), dpi=110)
-    plt.close(fig)
+    save_figure(fig, out, "text_classification.png")
 
 
 if __name__ == "__main__":

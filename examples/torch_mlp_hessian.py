@@ -31,44 +31,15 @@ Figures (PNG) go to ``--out DIR``; by default a fresh temporary directory
 with its dense reference by more than the printed allowance.
 """
 
-import argparse
-import math
-import os
 import sys
-import tempfile
 import time
 
 import numpy as np
 
+from _common import Table, exit_status, limit_threads, output_dir, parse_args, pyplot, save_figure, smoothed_density
+
 SEED = 20261123
-
-
-# ------------------------------------------------------------------ report
-def check(name, estimate, reference, allowed, stderr=None):
-    """Print one row 'estimate | dense reference | |diff| | allowed | verdict'."""
-    diff = abs(estimate - reference)
-    ok = bool(diff <= allowed)
-    est = f"{estimate:.10g}" + (f" ± {stderr:.2g}" if stderr is not None else "")
-    verdict = "ok" if ok else "MISMATCH"
-    print(f"  {name:<30s} | {est:>26s} | {reference:>18.10g} | {diff:9.2e} | {allowed:9.2e} | {verdict}")
-    return ok
-
-
-def header():
-    print(f"  {'quantity':<30s} | {'matfree':>26s} | {'dense reference':>18s} | {'|diff|':>9s} | {'allowed':>9s} |")
-
-
-def limit_threads(num_threads):
-    """Pin torch's and the BLAS thread pools: the problem is small, and on a busy machine
-    extra threads spin and contend (a first numpy eigh took 2 s instead of 0.05 s here)."""
-    import torch
-
-    torch.set_num_threads(num_threads)
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return
-    threadpool_limits(num_threads)
+TABLE = Table(name_width=30, estimate_width=26, reference_width=18)
 
 
 # -------------------------------------------------------------- the model
@@ -106,21 +77,10 @@ def dense_hessian(H, loss_of_flat):
     return 0.5 * (Hd + Hd.T)
 
 
-def smoothed_density(eigenvalues, grid, bandwidth):
-    """(1/n) Σ_i N(t; λ_i, h²): the exact spectrum smoothed by the same Gaussian kernel."""
-    d = (grid[:, None] - eigenvalues[None, :]) / bandwidth
-    return np.exp(-0.5 * d * d).sum(1) / (eigenvalues.size * bandwidth * math.sqrt(2 * math.pi))
-
-
 # -------------------------------------------------------------------- main
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--fast", action="store_true", help="CI mode: h = 8, 500 images")
-    parser.add_argument(
-        "--out", default=None, help="directory for the PNG figure (default: a new temporary directory)"
-    )
-    parser.add_argument("--threads", type=int, default=1, help="torch and BLAS threads (default 1)")
-    args = parser.parse_args(argv)
+    args = parse_args(__doc__, argv, fast_help="CI mode: h = 8, 500 images",
+                      threads_help="torch and BLAS threads (default 1)")
 
     import torch
     from torch.func import functional_call
@@ -130,7 +90,7 @@ def main(argv=None):
     from matfree.spectral import spectral_density
     from matfree.trace import trace
 
-    limit_threads(args.threads)
+    limit_threads(args.threads, framework="torch")
     hidden, num_images, steps = (8, 500, 150) if args.fast else (24, 1797, 400)
     k, budget = (3, 60) if args.fast else (5, 200)
     probes, lanczos_steps = (10, 40) if args.fast else (16, 60)
@@ -175,20 +135,20 @@ def main(argv=None):
     print(f"\nHessian-vector products spent: eigsh {top.num_matvecs} ({t_eig:.1f} s), "
           f"trace 2 x {budget} ({t_tr:.1f} s), density {dens.num_matvecs} ({t_dens:.1f} s); "
           f"dense Hessian + eigvalsh {t_dense:.1f} s\n")
-    header()
+    TABLE.header()
     ok = True
     theta = np.asarray(top.eigenvalues)
     res = np.asarray(top.residual_norms)
     for i in range(k):
         # a Ritz value θ with residual ‖Hx - θx‖ = r has an eigenvalue within r of it
-        ok &= check(f"eigenvalue {i + 1} (largest)", float(theta[-1 - i]), float(lam[-1 - i]),
-                    float(res[-1 - i]) + 100 * n * eps * norm_h)
+        ok &= TABLE.check(f"eigenvalue {i + 1} (largest)", float(theta[-1 - i]), float(lam[-1 - i]),
+                          float(res[-1 - i]) + 100 * n * eps * norm_h)
     exact_trace = float(torch.trace(Hd))
     # unbiased estimators: 4 standard errors
-    ok &= check(f"trace, XTrace ({budget} HVPs)", float(tr_x.value), exact_trace,
-                4 * float(tr_x.stderr), float(tr_x.stderr))
-    ok &= check(f"trace, Hutchinson ({budget} HVPs)", float(tr_h.value), exact_trace,
-                4 * float(tr_h.stderr), float(tr_h.stderr))
+    ok &= TABLE.check(f"trace, XTrace ({budget} HVPs)", float(tr_x.value), exact_trace,
+                      4 * float(tr_x.stderr), float(tr_x.stderr))
+    ok &= TABLE.check(f"trace, Hutchinson ({budget} HVPs)", float(tr_h.value), exact_trace,
+                      4 * float(tr_h.stderr), float(tr_h.stderr))
     print(f"\nnegative eigenvalues: {int(np.sum(lam < 0))} of {n} (smallest {lam[0]:.3g}); "
           f"|λ| < 1e-3 λ_max: {int(np.sum(np.abs(lam) < 1e-3 * lam[-1]))}")
 
@@ -198,25 +158,16 @@ def main(argv=None):
     print(f"spectral density: ∫|φ_SLQ - φ_exact| dt = {l1:.3f} (both smoothed with bandwidth "
           f"{dens.bandwidth:.3g}; 0 = identical, 2 = disjoint)")
 
-    out = args.out or tempfile.mkdtemp(prefix="matfree-mlp-")
+    out = output_dir(args.out, "mlp")
     _plot(out, dens, grid, exact_dens, top, n, hidden)
     print(f"\nfigure written to {out}; total time {time.perf_counter() - t_start:.1f} s")
-    if not ok:
-        print("MISMATCH with the dense reference", file=sys.stderr)
-        return 1
-    return 0
+    return exit_status(ok)
 
 
 def _plot(out, dens, grid, exact_dens, top, n, hidden):
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: no figure")
+    plt = pyplot(out)
+    if plt is None:
         return
-    os.makedirs(out, exist_ok=True)
     fig, ax = plt.subplots(figsize=(7.0, 4.4))
     dens.plot(ax=ax, label="SLQ estimate (±2 stderr)")
     ax.plot(grid, exact_dens, "k--", lw=1, label="exact eigenvalues, same smoothing")
@@ -230,9 +181,7 @@ def _plot(out, dens, grid, exact_dens, top, n, hidden):
     ax.set_ylabel("spectral density φ(λ) (log scale)")
     ax.set_title(f"Hessian spectrum of an MLP on digits (64-{hidden}-10, {n} parameters)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, "mlp_hessian_density.png"), dpi=110)
-    plt.close(fig)
+    save_figure(fig, out, "mlp_hessian_density.png")
 
 
 if __name__ == "__main__":
