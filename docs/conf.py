@@ -14,6 +14,7 @@ extensions = [
     "sphinx.ext.mathjax",
     "sphinx.ext.viewcode",
     "sphinx.ext.extlinks",
+    "sphinx.ext.autosummary",
     "numpydoc",
 ]
 extlinks = {

@@ -32,8 +32,11 @@ from matfree.operators import (
     aslinearoperator,
     damped,
 )
+from matfree.lanczos import block_lanczos, eigsh, lanczos
 from matfree.quasinewton import DFP, LBFGS, LSR1
 from matfree.results import EigResult, Estimate, SolveResult
+from matfree.solvers import cg, minres, steihaug_cg
+from matfree.spectral import SLQ, Density, logdet, rank, spectral_density, trace_function
 from matfree.sketch import NystromSketch, SketchResult, nystrom, range_finder, reig, rsvd
 from matfree.trace import frobenius_norm, trace
 
@@ -67,6 +70,20 @@ __all__ = [
     "trace",
     "diagonal",
     "frobenius_norm",
+    # Lanczos and stochastic Lanczos quadrature
+    "lanczos",
+    "block_lanczos",
+    "eigsh",
+    "SLQ",
+    "Density",
+    "trace_function",
+    "logdet",
+    "spectral_density",
+    "rank",
+    # solvers
+    "cg",
+    "minres",
+    "steihaug_cg",
     # sketches and quasi-Newton operators
     "range_finder",
     "rsvd",

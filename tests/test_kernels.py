@@ -1,0 +1,416 @@
+"""The Numba kernels against their array-API twins, and the dispatch between them.
+
+The twins (the references) are the pure array-API functions of the algorithm
+modules: ``matfree.solvers._cg_update``, ``_cg_residual``, ``_cg_direction``
+and ``matfree.lanczos._lanczos_recurrence`` (``.reference`` once they are
+routed through :func:`matfree._kernels.fused`).  Inputs are random, float32
+and float64, vectors and blocks in both memory orders; tolerances come from
+the standard rounding-error bounds of the operations.
+"""
+
+import importlib.util
+
+import array_api_compat.numpy as np_xp
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from conftest import to_np
+
+import matfree
+from matfree import _kernels as K
+from matfree import lanczos, solvers
+
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("numba") is None, reason="Numba is not installed"
+)
+
+N = 3 * K.cg.MIN_SIZE // 2 + 17  # above the size threshold, not a multiple of the chunk
+
+
+def _twin(f):
+    return getattr(f, "reference", f)
+
+
+CG_UPDATE = _twin(solvers._cg_update)
+CG_RESIDUAL = _twin(solvers._cg_residual)
+CG_DIRECTION = _twin(solvers._cg_direction)
+RECURRENCE = _twin(lanczos._lanczos_recurrence)
+
+
+@pytest.fixture(params=["float32", "float64"])
+def dt(request):
+    return np.dtype(request.param)
+
+
+@pytest.fixture(params=["vector", "block_c", "block_f"])
+def layout(request):
+    return request.param
+
+
+def _random(rng, layout, dt, k=3):
+    if layout == "vector":
+        return rng.standard_normal(N).astype(dt)
+    a = rng.standard_normal((N, k)).astype(dt)
+    return np.asfortranarray(a) if layout == "block_f" else a
+
+
+def _step(rng, layout, dt, k=3):
+    """A step length as the solvers pass it: a Python float, or one per column."""
+    if layout == "vector":
+        return float(rng.uniform(0.1, 2.0))
+    return rng.uniform(0.1, 2.0, k).astype(dt)
+
+
+def _sum_bound(terms, eps):
+    """Bound on the difference of two summation orders of ``terms`` (per column)."""
+    n = terms.shape[0]
+    return 2 * n * eps * np.sum(np.abs(terms.astype(np.float64)), axis=0)
+
+
+def _axpy_bound(a, alpha, b, eps):
+    """Bound on the distance of a computed ``a ± alpha b`` from a float64 reference."""
+    return 4 * eps * (np.abs(a) + np.abs(alpha) * np.abs(b)).astype(np.float64)
+
+
+# ---------------------------------------------------------------------- CG
+#
+# The twins may update their arguments in place (the solvers own x, r and p);
+# a kernel must have exactly the same side effects.  Each comparison runs
+# the twin and the kernel on separate copies of the same inputs.
+
+
+def _copies(arrays):
+    return [a.copy(order="K") for a in arrays]
+
+
+def _same_side_effects(args_twin, out_twin, args_kern, out_kern):
+    """Outputs alias the same arguments, and every argument ends up equal."""
+    outs_t = out_twin if isinstance(out_twin, tuple) else (out_twin,)
+    outs_k = out_kern if isinstance(out_kern, tuple) else (out_kern,)
+    for ot, ok in zip(outs_t, outs_k):
+        alias_t = [i for i, a in enumerate(args_twin) if ot is a]
+        alias_k = [i for i, a in enumerate(args_kern) if ok is a]
+        assert alias_t == alias_k
+    for at, ak in zip(args_twin, args_kern):
+        np.testing.assert_array_equal(ak, at)
+
+
+def test_cg_update_matches_twin(np_rng, layout, dt):
+    args = [_random(np_rng, layout, dt) for _ in range(4)]
+    x0, r0, p, Ap = (a.copy() for a in args)
+    alpha = _step(np_rng, layout, dt)
+    mine, theirs = _copies(args), _copies(args)
+    got = K.cg.update(*mine, alpha)
+    assert got is not NotImplemented
+    want = CG_UPDATE(np_xp, *theirs, alpha)
+    eps = np.finfo(dt).eps
+    # x and r: the same operations in the same order, no fused multiply-add,
+    # hence equal bits (and within two roundings of the exact update)
+    _same_side_effects(theirs, want[:2], mine, got[:2])
+    for g, (a, b) in zip(got[:2], [(x0, p), (r0, Ap)]):
+        assert g.dtype == dt
+        exact = a.astype(np.float64) + np.asarray(alpha, dtype=np.float64) * b * (1 if a is x0 else -1)
+        assert np.all(np.abs(g - exact) <= _axpy_bound(a, alpha, b, eps))
+    # the squared norm: another summation order, equal to rounding
+    assert type(got[2]) is type(want[2]) and got[2].dtype == want[2].dtype
+    rnew = want[1].astype(np.float64)
+    assert np.all(np.abs(got[2] - want[2]) <= _sum_bound(rnew * rnew, eps) + eps * want[2])
+
+
+def test_cg_residual_matches_twin(np_rng, layout, dt):
+    args = [_random(np_rng, layout, dt) for _ in range(2)]
+    alpha = _step(np_rng, layout, dt)
+    mine, theirs = _copies(args), _copies(args)
+    got = K.cg.residual(*mine, alpha)
+    want = CG_RESIDUAL(np_xp, *theirs, alpha)
+    eps = np.finfo(dt).eps
+    _same_side_effects(theirs, want[:1], mine, got[:1])
+    assert type(got[1]) is type(want[1]) and got[1].dtype == want[1].dtype
+    rnew = want[0].astype(np.float64)
+    assert np.all(np.abs(got[1] - want[1]) <= _sum_bound(rnew * rnew, eps) + eps * want[1])
+
+
+def test_cg_direction_matches_twin(np_rng, layout, dt):
+    args = [_random(np_rng, layout, dt) for _ in range(2)]
+    beta = _step(np_rng, layout, dt)
+    mine, theirs = _copies(args), _copies(args)
+    got = K.cg.direction(*mine, beta)
+    assert got is not NotImplemented
+    want = CG_DIRECTION(*theirs, beta)
+    assert got.dtype == want.dtype and got.shape == want.shape
+    _same_side_effects(theirs, want, mine, got)
+
+
+def test_cg_kernels_leave_read_only_inputs_alone(np_rng):
+    x, r, p, Ap = (_random(np_rng, "vector", np.float64) for _ in range(4))
+    copies = _copies([p, Ap])
+    for a in (p, Ap):
+        a.flags.writeable = False
+    K.cg.update(x, r, p, Ap, 0.5)
+    K.cg.residual(r, Ap, 0.5)
+    K.cg.direction(r, x, 0.5)
+    np.testing.assert_array_equal(p, copies[0])
+    np.testing.assert_array_equal(Ap, copies[1])
+    r.flags.writeable = False  # an output: the kernel declines, the twin would raise
+    assert K.cg.residual(r, Ap, 0.5) is NotImplemented
+
+
+def test_cg_nonfinite_propagates_like_twin(np_rng):
+    args = [_random(np_rng, "vector", np.float64) for _ in range(4)]
+    args[3][7] = np.inf
+    mine, theirs = _copies(args), _copies(args)
+    got = K.cg.update(*mine, 0.5)
+    want = CG_UPDATE(np_xp, *theirs, 0.5)
+    assert not np.isfinite(got[2]) and not np.isfinite(want[2])
+    _same_side_effects(theirs, want[:2], mine, got[:2])
+
+
+@pytest.mark.parametrize(
+    "why",
+    ["small", "mixed_dtype", "numpy_scalar_promotes", "strided", "mixed_order", "3d", "int"],
+)
+def test_cg_kernel_declines(np_rng, why):
+    x, r, p, Ap = (_random(np_rng, "vector", np.float32) for _ in range(4))
+    alpha = 0.5
+    if why == "small":
+        x, r, p, Ap = (a[: K.cg.MIN_SIZE - 1] for a in (x, r, p, Ap))
+    elif why == "mixed_dtype":
+        Ap = Ap.astype(np.float64)
+    elif why == "numpy_scalar_promotes":
+        alpha = np.float64(0.5)  # the twin promotes float32 * float64 scalar to float64
+    elif why == "strided":
+        x, r, p, Ap = (np.repeat(a, 2)[::2] for a in (x, r, p, Ap))
+    elif why == "mixed_order":
+        x, r, p, Ap = (_random(np_rng, "block_c", np.float32) for _ in range(4))
+        Ap = np.asfortranarray(Ap)
+        alpha = np.full(3, 0.5, dtype=np.float32)
+    elif why == "3d":
+        x, r, p, Ap = (a[: 3 * 5 * 4096].reshape(3, 5, 4096) for a in (x, r, p, Ap))
+    elif why == "int":
+        x, r, p, Ap = (np.ones(N, dtype=np.int64) for _ in range(4))
+    assert K.cg.update(x, r, p, Ap, alpha) is NotImplemented
+
+
+def test_cg_reduction_independent_of_threads(np_rng):
+    numba = pytest.importorskip("numba")
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("needs two Numba threads")
+    args = [_random(np_rng, "vector", np.float64) for _ in range(4)]
+    old = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = K.cg.update(*_copies(args), 0.7)
+        numba.set_num_threads(2)
+        two = K.cg.update(*_copies(args), 0.7)
+    finally:
+        numba.set_num_threads(old)
+    assert one[2] == two[2]
+    np.testing.assert_array_equal(one[1], two[1])
+
+
+# ---------------------------------------------------------------- Lanczos
+
+
+@pytest.mark.parametrize(
+    "form", ["vector", "rows_1", "rows_4", "cols_4", "cols_4_fortran", "rows_4_fortran"]
+)
+def test_lanczos_recurrence_matches_twin(np_rng, dt, form):
+    p = 1 if form == "vector" else int(form.split("_")[1])
+    axis = 0 if form.startswith("cols") else -1
+    shape = (N,) if form == "vector" else ((p, N) if axis == -1 else (N, p))
+    order = "F" if form.endswith("fortran") else "C"
+    w, q, q_prev = (np.asarray(np_rng.standard_normal(shape), dtype=dt, order=order) for _ in range(3))
+    beta = np.asarray(np_rng.uniform(0.1, 2.0, () if p == 1 and form == "vector" else (p,)), dtype=dt)
+    args = [w, q, q_prev]
+    mine, theirs = _copies(args), _copies(args)
+    got = K.lanczos.recurrence(*mine, beta, axis=axis)
+    assert got is not NotImplemented
+    want = RECURRENCE(np_xp, *theirs, beta, axis=axis)
+    _same_side_effects(theirs, want[:1], mine, got[:1])  # (pure: w is not modified)
+    eps = np.finfo(dt).eps
+    assert type(got[1]) is type(want[1]) and got[1].dtype == want[1].dtype
+    assert got[0].dtype == want[0].dtype and got[0].shape == want[0].shape
+    qw = np.moveaxis(q.astype(np.float64) * w, axis, 0)  # vectors along axis 0
+    d_alpha = _sum_bound(qw, eps)
+    assert np.all(np.abs(got[1] - want[1]) <= d_alpha + eps * np.abs(want[1]))
+    a = np.expand_dims(np.asarray(want[1], dtype=np.float64), axis)
+    b = np.expand_dims(beta.astype(np.float64), axis)
+    bound = np.expand_dims(d_alpha, axis) * np.abs(q) + 3 * eps * (
+        np.abs(w) + np.abs(a * q) + np.abs(b * q_prev)
+    )
+    assert np.all(np.abs(got[0].astype(np.float64) - want[0]) <= bound)
+
+
+def test_lanczos_recurrence_declines(np_rng):
+    w, q, q_prev = (np_rng.standard_normal((2, N)) for _ in range(3))
+    assert K.lanczos.recurrence(w, q, q_prev, [0.5, 0.5]) is NotImplemented
+    assert K.lanczos.recurrence(w, q, q_prev, np.ones(2, dtype=np.float32)) is NotImplemented
+    assert K.lanczos.recurrence(w[:, ::2], q[:, ::2], q_prev[:, ::2], np.ones(2)) is NotImplemented
+    assert K.lanczos.recurrence(w, q, q_prev, np.ones(2), axis=0) is NotImplemented  # beta shape
+    assert K.lanczos.recurrence(w[:, :100], q[:, :100], q_prev[:, :100], np.ones(2)) is NotImplemented
+
+
+# --------------------------------------------------------------- dispatch
+
+
+def _spied_kernel(calls):
+    def kernel(x, r, p, Ap, alpha):
+        calls.append("kernel")
+        return K.cg.update(x, r, p, Ap, alpha)
+
+    return kernel
+
+
+def test_fused_routes_numpy_to_kernel_and_keeps_reference(np_rng):
+    calls = []
+    routed = K.fused(_spied_kernel(calls))(CG_UPDATE)
+    assert routed.reference is CG_UPDATE and routed.__wrapped__ is CG_UPDATE
+    args = [_random(np_rng, "vector", np.float64) for _ in range(4)]
+    mine, theirs = _copies(args), _copies(args)
+    got = routed(np_xp, *mine, 0.25)
+    assert calls == ["kernel"]
+    want = CG_UPDATE(np_xp, *theirs, 0.25)
+    _same_side_effects(theirs, want[:2], mine, got[:2])
+
+
+def test_fused_off_switch(np_rng):
+    calls = []
+    routed = K.fused(_spied_kernel(calls))(CG_UPDATE)
+    x, r, p, Ap = (_random(np_rng, "vector", np.float64) for _ in range(4))
+    with K.disabled():
+        assert not K.active()
+        routed(np_xp, x, r, p, Ap, 0.25)
+        assert K.sparse.pays_off(sp.identity(N, format="csr"), x) is False
+    assert calls == []
+    assert K.active()
+
+
+def test_fused_falls_back_on_other_backends(case, np_rng):
+    """array-api-strict and PyTorch (and CuPy) take the twin and give its answer."""
+    calls = []
+    routed = K.fused(_spied_kernel(calls))(CG_UPDATE)
+    raw = [np_rng.standard_normal(N) for _ in range(4)]
+    got = routed(case.xp, *[case.asarray(a) for a in raw], 0.5)
+    want = CG_UPDATE(case.xp, *[case.asarray(a) for a in raw], 0.5)
+    assert calls == (["kernel"] if case.xp.__name__.endswith("numpy") else [])
+    case.close(got[0], want[0])
+    case.close(got[1], want[1])
+    case.close(got[2], want[2], rtol=N * case.eps)
+
+
+def test_fused_without_namespace_argument(np_rng):
+    routed = K.fused(K.cg.direction)(CG_DIRECTION)
+    args = [_random(np_rng, "block_f", np.float32) for _ in range(2)]
+    beta = np.array([0.5, 1.0, 2.0], dtype=np.float32)
+    mine, theirs = _copies(args), _copies(args)
+    _same_side_effects(theirs, CG_DIRECTION(*theirs, beta), mine, routed(*mine, beta))
+    small = [a[:10] for a in _copies(args)]
+    small2 = _copies(small)
+    _same_side_effects(small2, CG_DIRECTION(*small2, beta), small, routed(*small, beta))
+
+
+def test_usable():
+    a32, a64 = np.ones(3, dtype=np.float32), np.ones(3)
+    assert K.usable(a32, a32) and K.usable(a64)
+    assert not K.usable(a32, a64)
+    assert not K.usable(np.ones(3, dtype=np.int32))
+    assert not K.usable([1.0, 2.0])
+
+
+def test_warm_up_reports_first_call_times():
+    times = K.warm_up(("float64",))
+    assert {"cg.update", "cg.direction", "lanczos.recurrence"} <= set(times)
+    assert all(t >= 0.0 for t in times.values())
+    with K.disabled():
+        assert K.warm_up() == {}
+
+
+# ------------------------------------------------------------------ sparse
+
+
+def _csr(rng, n, dt, nnz_per_row=7, symmetric=False):
+    M = sp.random(n, n, density=nnz_per_row / n, format="csr", dtype=np.float64, rng=rng)
+    M = M + sp.diags(np.arange(1.0, n + 1.0))
+    if symmetric:
+        M = M + M.T
+    return M.astype(dt).tocsr()
+
+
+@pytest.mark.parametrize("shape", ["vector", "block_c", "block_f"])
+def test_sparse_kernel_matches_scipy(np_rng, dt, shape):
+    n = K.sparse.MIN_NNZ // 4
+    M = _csr(np_rng, n, dt)
+    if shape == "vector":
+        v = np_rng.standard_normal(n).astype(dt)
+    else:
+        v = np_rng.standard_normal((n, 5)).astype(dt)
+        v = np.asfortranarray(v) if shape == "block_f" else v
+    assert M.nnz >= K.sparse.MIN_NNZ
+    got = K.sparse.csr_product(M, v)
+    want = M @ v
+    assert got.dtype == want.dtype and got.shape == want.shape
+    # each row is summed in storage order, as SciPy does
+    np.testing.assert_array_equal(got, want)
+
+
+def test_sparse_operator_routes_and_agrees(np_rng, dt):
+    numba = pytest.importorskip("numba")
+    n = K.sparse.MIN_NNZ // 4
+    M = _csr(np_rng, n, dt)
+    A = matfree.Sparse(M)
+    v = np_rng.standard_normal(n).astype(dt)
+    V = np_rng.standard_normal((n, 3)).astype(dt)
+    assert K.sparse.pays_off(A.M, v) == (numba.get_num_threads() >= 2)
+    np.testing.assert_array_equal(A @ v, M @ v)
+    np.testing.assert_array_equal(A @ V, M @ V)
+    eps = np.finfo(dt).eps
+    absM = abs(M).T
+    np.testing.assert_array_less(np.abs(A.rmatvec(v) - M.T @ v), 16 * eps * (absM @ np.abs(v)) + 1e-30)
+    np.testing.assert_array_less(np.abs(A.rmatmat(V) - M.T @ V), 16 * eps * (absM @ np.abs(V)) + 1e-30)
+    with K.disabled():
+        np.testing.assert_array_equal(A @ v, M @ v)
+    assert A.num_matvecs == 1 + 3 + 1 + 3 + 1
+
+
+def test_sparse_operator_mixed_dtypes_cast_once(np_rng):
+    n = K.sparse.MIN_NNZ // 4
+    M = _csr(np_rng, n, np.float32)
+    A = matfree.Sparse(M)
+    v = np_rng.standard_normal(n)
+    first = A @ v
+    assert first.dtype == np.float64
+    np.testing.assert_array_equal(first, M.astype(np.float64) @ v)
+    cast = A._mat(np.dtype(np.float64))
+    np.testing.assert_array_equal(A @ v, first)
+    assert A._mat(np.dtype(np.float64)) is cast
+    assert A._mat(np.dtype(np.float32)) is A.M
+
+
+def test_sparse_pays_off_only_when_large_and_threaded(np_rng, monkeypatch):
+    n = K.sparse.MIN_NNZ // 4
+    M = _csr(np_rng, n, np.float64)
+    v = np.ones(n)
+    monkeypatch.setattr(K._config, "num_threads", lambda: 2)
+    assert K.sparse.pays_off(M, v)
+    assert not K.sparse.pays_off(M[:100, :100], v[:100])  # too few nonzeros
+    assert not K.sparse.pays_off(M, v.astype(np.float32))  # dtype of the matrix only
+    assert not K.sparse.pays_off(M.tocsc(), v)
+    assert not K.sparse.pays_off(M, np.repeat(v, 2)[::2])
+    monkeypatch.setattr(K._config, "num_threads", lambda: 1)
+    assert not K.sparse.pays_off(M, v)
+
+
+def test_sparse_poisson_cg_unchanged_by_kernels():
+    """End to end: SciPy-backed products and kernel products give the same CG iterates."""
+    m = 160  # n = 25600, nnz = 127360 > MIN_NNZ
+    T = sp.diags([-1.0, 2.0, -1.0], [-1, 0, 1], shape=(m, m))
+    M = (sp.kron(T, sp.identity(m)) + sp.kron(sp.identity(m), T)).tocsr()
+    b = np.random.default_rng(3).standard_normal(M.shape[0])
+    A = matfree.Sparse(M, positive_definite=True)
+    res = matfree.solvers.cg(A, b, rtol=1e-8, maxiter=40)
+    with K.disabled():
+        ref = matfree.solvers.cg(A, b, rtol=1e-8, maxiter=40)
+    assert res.num_iters == ref.num_iters == 40
+    eps = np.finfo(np.float64).eps
+    scale = np.max(np.abs(to_np(ref.x)))
+    np.testing.assert_allclose(to_np(res.x), to_np(ref.x), atol=1e4 * eps * scale, rtol=0)

@@ -1,0 +1,312 @@
+"""Stochastic Lanczos quadrature against dense NumPy references."""
+
+import math
+
+import numpy as np
+import pytest
+from conftest import to_np
+
+import matfree
+from matfree import _backend as B
+from matfree.spectral import SLQ, Density, logdet, rank, spectral_density, trace_function
+
+
+def _orthogonal(rng, n):
+    Q, R = np.linalg.qr(rng.standard_normal((n, n)))
+    return Q * np.sign(np.diag(R))
+
+
+def _with_spectrum(rng, lam):
+    Q = _orthogonal(rng, lam.size)
+    M = (Q * lam) @ Q.T
+    return (M + M.T) / 2
+
+
+SPECTRA = {
+    "flat": lambda rng, n: np.linspace(1.0, 2.0, n),
+    "power_law": lambda rng, n: np.arange(1, n + 1, dtype=float) ** -1.0,
+    "exponential": lambda rng, n: 0.95 ** np.arange(n),
+    "clustered": lambda rng, n: np.concatenate(
+        [1.0 + 1e-2 * rng.standard_normal(n // 4), 5.0 + 1e-2 * rng.standard_normal(n - n // 4)]
+    ),
+}
+
+
+# ------------------------------------------------------------- estimates
+
+
+def test_logdet_and_trace_function_across_backends(case, np_rng):
+    n = 40
+    lam = np.linspace(0.5, 3.0, n)
+    M = _with_spectrum(np_rng, lam)
+    A = case.asarray(M)
+    xp = case.xp
+    est = logdet(A, num_probes=30, num_steps=15, rng=3)
+    assert est.num_matvecs == 30 * 15 and est.method == "slq:logdet"
+    exact = np.sum(np.log(lam))
+    stderr = float(est.stderr)
+    assert 0 < stderr < 5.0
+    assert abs(float(est.value) - exact) <= 4 * stderr + 1e3 * case.eps * n
+    assert B.namespace(est.value) is xp and est.value.dtype == case.dtype
+    tr2 = trace_function(A, lambda t: t * t, num_probes=30, num_steps=15, rng=3)
+    assert abs(float(tr2.value) - np.sum(lam**2)) <= 4 * float(tr2.stderr) + 1e3 * case.eps * n
+
+
+@pytest.mark.parametrize("spectrum", sorted(SPECTRA))
+def test_coverage_of_three_stderr_intervals(spectrum):
+    """tr f and logdet fall within 3 stderr in >= 95% of seeded trials."""
+    rng = np.random.default_rng(11)
+    n, trials = 60, 40
+    lam = SPECTRA[spectrum](rng, n)
+    M = _with_spectrum(rng, lam)
+    exact = {"logdet": np.sum(np.log(lam)), "inv": np.sum(1.0 / (lam + 0.1))}
+    hits = {"logdet": 0, "inv": 0}
+    for seed in range(trials):
+        slq = SLQ(M, num_probes=20, num_steps=20, rng=seed)
+        for name, est in (("logdet", slq.logdet()), ("inv", slq.trace_function(lambda t: 1 / (t + 0.1)))):
+            hits[name] += abs(float(est.value) - exact[name]) <= 3 * float(est.stderr)
+    for name in hits:
+        assert hits[name] >= 0.95 * trials, (name, hits[name])
+
+
+def test_quadrature_is_exact_for_low_degree_polynomials(np_rng):
+    """Gauss quadrature with m nodes integrates degree 2m - 1 exactly: z^T A^3 z for m = 2."""
+    n = 30
+    d = np_rng.uniform(1.0, 2.0, n)
+    # Rademacher probes on a diagonal matrix: z^T D^j z = tr D^j exactly, zero variance
+    slq = SLQ(np.diag(d), num_probes=5, num_steps=2, rng=0)
+    est = slq.trace_function(lambda t: t**3)
+    np.testing.assert_allclose(float(est.value), np.sum(d**3), rtol=1e-12)
+    assert float(est.stderr) < 1e-10
+
+
+def test_one_set_of_runs_answers_everything_without_new_products(np_rng):
+    n = 60
+    lam = np.concatenate([np.zeros(20), np_rng.uniform(1.0, 4.0, 40)])
+    M = _with_spectrum(np_rng, lam)
+    A = matfree.Dense(M)
+    slq = SLQ(A, num_probes=12, num_steps=10, rng=1)
+    spent = A.num_matvecs
+    assert spent == slq.num_matvecs == 12 * 10
+    slq.trace_function(lambda t: t)
+    slq.density()
+    slq.rank()
+    shifted = SLQ(matfree.damped(A, 1.0), num_probes=4, num_steps=5, rng=1).logdet()
+    assert shifted.num_matvecs <= 20
+    assert A.num_matvecs == spent + shifted.num_matvecs
+    for est in (slq.trace_function(np.exp), slq.rank()):
+        assert est.num_matvecs == spent
+
+
+def test_same_rng_same_result(case, np_rng):
+    M = _with_spectrum(np_rng, np.linspace(1.0, 2.0, 25))
+    a = logdet(case.asarray(M), num_probes=5, num_steps=6, rng=9)
+    b = logdet(case.asarray(M), num_probes=5, num_steps=6, rng=9)
+    assert float(a.value) == float(b.value) and float(a.stderr) == float(b.stderr)
+
+
+@pytest.mark.parametrize("probes", ["rademacher", "gaussian", "sphere"])
+def test_probe_kinds(probes, np_rng):
+    n = 50
+    lam = np.linspace(1.0, 3.0, n)
+    M = _with_spectrum(np_rng, lam)
+    est = trace_function(M, lambda t: t, num_probes=40, num_steps=4, probes=probes, rng=2)
+    assert abs(float(est.value) - lam.sum()) <= 4 * float(est.stderr)
+    assert est.info["probes"] == probes
+
+
+@pytest.mark.parametrize("reorth", ["none", "full", "partial"])
+def test_reorthogonalisation_choices_agree(reorth, np_rng):
+    n = 120
+    lam = np.geomspace(1e-2, 10.0, n)
+    M = _with_spectrum(np_rng, lam)
+    est = logdet(M, num_probes=10, num_steps=40, reorth=reorth, rng=4)
+    ref = logdet(M, num_probes=10, num_steps=40, reorth="full", rng=4)
+    # same probes: the quadrature values agree to far below the statistical error
+    assert abs(float(est.value) - float(ref.value)) <= 1e-2 * float(ref.stderr)
+    assert abs(float(est.value) - np.sum(np.log(lam))) <= 4 * float(est.stderr)
+
+
+def test_float32_operator_with_float64_accumulation(xp, np_rng):
+    n = 60
+    lam = np.linspace(0.5, 2.0, n)
+    M = _with_spectrum(np_rng, lam).astype(np.float32)
+    A = matfree.Dense(xp.asarray(M))
+    est = logdet(A, num_probes=20, num_steps=12, rng=0, accumulate_dtype="float64")
+    assert est.value.dtype == xp.float64
+    exact = np.linalg.slogdet(M.astype(np.float64))[1]
+    assert abs(float(est.value) - exact) <= 4 * float(est.stderr) + 1e-4 * n
+
+
+# ---------------------------------------------------------------- logdet
+
+
+def test_logdet_of_an_indefinite_operator_is_an_error(np_rng):
+    lam = np.concatenate([[-0.5], np.linspace(1.0, 2.0, 29)])
+    M = _with_spectrum(np_rng, lam)
+    with pytest.raises(ValueError, match=r"positive definite.*Ritz value theta=-0.5\d* <= 0"):
+        logdet(M, num_probes=4, num_steps=30, rng=0)
+    # shifting fixes it
+    est = logdet(matfree.damped(matfree.Dense(M), 1.0), num_probes=30, num_steps=30, rng=0)
+    assert abs(float(est.value) - np.sum(np.log(lam + 1.0))) <= 4 * float(est.stderr) + 1e-10
+
+
+def test_non_finite_values_are_never_passed_on(np_rng):
+    M = _with_spectrum(np_rng, np.linspace(-1.0, 1.0, 20))
+    slq = SLQ(M, num_probes=3, num_steps=20, rng=0)
+    with np.errstate(all="ignore"):
+        with pytest.raises(ValueError, match="f returned NaN or Inf at the quadrature node"):
+            slq.trace_function(np.log)
+    with pytest.raises(TypeError, match="f must be callable"):
+        slq.trace_function("log")
+    with pytest.raises(TypeError, match="f must act elementwise"):
+        slq.trace_function(lambda t: t.sum())
+    bad = matfree.from_hvp(lambda v: v * np.nan, size=5)
+    with pytest.raises(matfree.NonFiniteError, match="NaN or Inf"):
+        logdet(bad, num_probes=2, num_steps=3, rng=0)
+
+
+def test_single_probe_has_infinite_stderr(np_rng):
+    est = logdet(np.diag(np.linspace(1, 2, 10)), num_probes=1, num_steps=5, rng=0)
+    assert math.isinf(float(est.stderr)) and "no standard error" in est.info["note"]
+
+
+def test_num_steps_above_n_is_clipped_and_reported(np_rng):
+    lam = np.linspace(1.0, 2.0, 8)
+    M = _with_spectrum(np_rng, lam)
+    est = logdet(M, num_probes=4, num_steps=50, rng=0)
+    assert est.status == "clipped" and est.info["clipped"] and est.info["num_steps"] == 8
+    assert est.info["num_steps_requested"] == 50
+
+
+# --------------------------------------------------------------- density
+
+
+def _smoothed_truth(lam, grid, h):
+    return np.mean(np.exp(-0.5 * ((grid[:, None] - lam[None, :]) / h) ** 2), axis=1) / (
+        h * math.sqrt(2 * math.pi)
+    )
+
+
+def test_density_integrates_to_one_and_matches_the_true_spectrum(case, np_rng):
+    n = 150
+    lam = np.concatenate([np_rng.normal(1.0, 0.1, 90), np_rng.uniform(3.0, 5.0, 60)])
+    M = _with_spectrum(np_rng, lam)
+    dens = spectral_density(case.asarray(M), num_probes=40, num_steps=40, rng=5)
+    assert isinstance(dens, Density)
+    assert abs(dens.integral() - 1.0) < 1e-3
+    grid = to_np(dens.grid).astype(np.float64)
+    vals = to_np(dens.values).astype(np.float64)
+    truth = _smoothed_truth(lam, grid, dens.bandwidth)
+    l1 = np.sum(np.abs(vals - truth)[:-1] * np.diff(grid))
+    assert l1 < 0.1, l1
+    # the histogram of the true eigenvalues: mass per bin agrees
+    edges = np.linspace(grid[0], grid[-1], 9)
+    cdf = np.concatenate([[0.0], np.cumsum((vals[1:] + vals[:-1]) / 2 * np.diff(grid))])
+    mass = np.diff(np.interp(edges, grid, cdf))
+    hist = np.histogram(lam, bins=edges)[0] / n
+    assert np.abs(mass - hist).max() < 0.06
+    assert B.namespace(dens.values) is case.xp
+
+
+def test_density_kernels_grid_and_bandwidth(np_rng):
+    lam = np.concatenate([np.zeros(30), np.full(30, 2.0)])
+    M = _with_spectrum(np_rng, lam)
+    slq = SLQ(M, num_probes=10, num_steps=5, rng=0)
+    grid = np.linspace(-1.0, 3.0, 401)
+    g = slq.density(grid, bandwidth=0.1)
+    # two exact clusters: the estimate is the truth up to the sampling error of the weights
+    err = np.abs(to_np(g.values) - _smoothed_truth(lam, grid, 0.1))
+    assert np.all(err <= 4 * to_np(g.stderr) + 1e-8)
+    lor = slq.density(grid, bandwidth=0.05, kernel="lorentzian")
+    assert lor.kernel == "lorentzian" and 0.9 < lor.integral() < 1.0  # heavy tails leave the grid
+    lor_truth = np.mean(0.05 / np.pi / ((grid[:, None] - lam[None, :]) ** 2 + 0.05**2), axis=1)
+    assert np.all(np.abs(to_np(lor.values) - lor_truth) <= 4 * to_np(lor.stderr) + 1e-8)
+    assert np.all(to_np(g.stderr) >= 0)
+    with pytest.raises(ValueError, match="kernel='box' is not known"):
+        slq.density(kernel="box")
+    with pytest.raises(ValueError, match="bandwidth=0.0 is invalid"):
+        slq.density(bandwidth=0.0)
+    with pytest.raises(ValueError, match="grid must be a 1-D array"):
+        slq.density(np.zeros((3, 3)))
+
+
+def test_density_plot_labels_axes(np_rng):
+    mpl = pytest.importorskip("matplotlib")
+    mpl.use("Agg")
+    import matplotlib.pyplot as plt
+
+    dens = spectral_density(np.diag(np.linspace(0, 1, 30)), num_probes=4, num_steps=6, rng=0)
+    ax = dens.plot()
+    assert ax.get_xlabel() == "eigenvalue" and ax.get_ylabel() == "spectral density"
+    assert "Spectral density" in ax.get_title() and "4 probes" in ax.get_title()
+    assert len(ax.lines) == 1
+    plt.close(ax.figure)
+    assert "Density(512 points" in repr(dens)
+
+
+# ------------------------------------------------------------------ rank
+
+
+def test_rank_with_exact_zero_eigenvalues(case, np_rng):
+    n, r = 60, 12
+    lam = np.concatenate([np_rng.uniform(1.0, 5.0, r), np.zeros(n - r)])
+    M = _with_spectrum(np_rng, lam)
+    est = rank(case.asarray(M), num_probes=40, num_steps=20, rng=1)
+    eta = est.info["threshold"]
+    assert 0 < eta < 1.0 and est.info["threshold_rule"] == "widest logarithmic gap"
+    assert abs(float(est.value) - r) <= 4 * float(est.stderr)
+
+
+def test_rank_is_exact_on_a_clear_gap_once_the_stderr_is_small(np_rng):
+    """With enough probes (stderr well below 1/2) the rounded estimate is the rank."""
+    n, r = 40, 4
+    lam = np.concatenate([np_rng.uniform(1.0, 2.0, r), 1e-9 * np_rng.uniform(size=n - r)])
+    M = _with_spectrum(np_rng, lam)
+    est = rank(M, num_probes=600, num_steps=8, rng=2)
+    assert 1e-9 < est.info["threshold"] < 1.0
+    assert float(est.stderr) < 0.15
+    assert round(float(est.value)) == r
+
+
+def test_rank_thresholds(np_rng):
+    n = 50
+    lam = np.concatenate([np.linspace(1.0, 2.0, 10), 1e-4 * np.ones(n - 10)])
+    M = _with_spectrum(np_rng, lam)
+    slq = SLQ(M, num_probes=30, num_steps=12, rng=0)
+    noise_gap = slq.rank()  # the gap between 1e-4 and 1 is found
+    assert 1e-4 < noise_gap.info["threshold"] < 1.0
+    assert abs(float(noise_gap.value) - 10) <= 4 * float(noise_gap.stderr)
+    everything = slq.rank(threshold=1e-5)
+    assert abs(float(everything.value) - n) <= 4 * float(everything.stderr) + 1e-9
+    rel = slq.rank(rtol=1e-2)
+    assert rel.info["threshold"] == pytest.approx(1e-2 * 2.0, rel=1e-6)
+    full = rank(np.diag(np.linspace(1.0, 2.0, 20)), num_probes=3, num_steps=5, rng=0)
+    assert full.info["threshold_rule"].startswith("matrix_rank default")
+    assert float(full.value) == pytest.approx(20.0)
+    indefinite = rank(np.diag([-3.0, 2.0, 0.0, 0.0]), threshold=0.5, num_probes=3, num_steps=4, rng=0)
+    assert float(indefinite.value) == pytest.approx(2.0)  # counts |lambda| > threshold
+    with pytest.raises(ValueError, match="pass threshold= or rtol=, not both"):
+        slq.rank(threshold=1.0, rtol=0.1)
+    with pytest.raises(ValueError, match="threshold=-1.0 is invalid"):
+        slq.rank(threshold=-1.0)
+
+
+# ------------------------------------------------------------- bad input
+
+
+def test_bad_input(np_rng):
+    M = _with_spectrum(np_rng, np.linspace(1.0, 2.0, 10))
+    with pytest.raises(ValueError, match=r"num_probes=0 is out of range; expected 1 <= num_probes"):
+        SLQ(M, num_probes=0)
+    with pytest.raises(TypeError, match="num_steps must be an int"):
+        SLQ(M, num_steps=2.5)
+    with pytest.raises(ValueError, match="probes='uniform' is not known"):
+        SLQ(M, probes="uniform")
+    with pytest.raises(ValueError, match="reorth='twice' is not known"):
+        SLQ(M, reorth="twice")
+    with pytest.raises(ValueError, match=r"A must be square"):
+        logdet(np.ones((3, 4)))
+    with pytest.raises(ValueError, match="A is not symmetric"):
+        logdet(np.triu(np.ones((4, 4))) + np.eye(4))
+    assert "SLQ(n=10, num_probes=3" in repr(SLQ(M, num_probes=3, num_steps=4, rng=0))
