@@ -18,7 +18,10 @@ from conftest import to_np
 
 import matfree
 from matfree import _kernels as K
-from matfree import lanczos, solvers
+
+# the modules, not the functions of the same name that ``matfree`` exports
+lanczos = importlib.import_module("matfree.lanczos")
+solvers = importlib.import_module("matfree.solvers")
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("numba") is None, reason="Numba is not installed"
