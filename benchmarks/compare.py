@@ -100,15 +100,16 @@ def _fmt_t(t):
     return f"{t:.2f} s"
 
 
-def best_time(fn, repeat, slow=5.0):
+def best_time(fn, repeat, slow=5.0, warmup=True):
     """Best wall time of ``repeat`` calls after one warm-up call; also the last result.
 
     A call whose warm-up took more than ``slow`` seconds is timed once.
     """
-    t0 = time.perf_counter()
-    out = fn()
-    if time.perf_counter() - t0 > slow:
-        repeat = 1
+    if warmup:
+        t0 = time.perf_counter()
+        out = fn()
+        if time.perf_counter() - t0 > slow:
+            repeat = 1
     best = math.inf
     for _ in range(max(1, repeat)):
         t0 = time.perf_counter()
@@ -425,7 +426,7 @@ def task_slq(tab, args):
     def run(fn):
         ts, errs = [], []
         for s in seeds:
-            t, v = best_time(lambda: fn(s), args.repeat)
+            t, v = best_time(lambda: fn(s), 1, warmup=s == 0)
             ts.append(t)
             errs.append(abs(v - exact) / abs(exact))
         return statistics.median(ts), statistics.median(errs)
@@ -445,7 +446,8 @@ def task_slq(tab, args):
     t_i, e_i = run(ours_imate)
     tab.add(label, t_o, f"imate {imate.__version__} slq", t_i,
             f"median rel err {e_o:.1e}", f"median rel err {e_i:.1e}")
-    tab.note(f"SLQ: median over {args.seeds} seeds of time and relative error against the exact logdet.")
+    tab.note(f"SLQ: median over {args.seeds} seeds (one timed call each) of time and relative error "
+             "against the exact logdet.")
 
 
 def _spectrum(kind, n):
@@ -483,7 +485,8 @@ def task_trace(tab, args):
         ):
             ts, errs, pts, perrs = [], [], [], []
             for s in range(args.seeds):
-                t, est = best_time(lambda: trace(op, ours_m, budget, use_exact=False, rng=s), args.repeat)
+                first = s == 0
+                t, est = best_time(lambda: trace(op, ours_m, budget, use_exact=False, rng=s), 1, warmup=first)
                 ts.append(t)
                 errs.append(abs(float(est.value) - exact) / exact)
                 if cl is not None:
@@ -493,7 +496,7 @@ def task_trace(tab, args):
                         torch.manual_seed(s)  # curvlinops draws from torch's global generator
                         return float(fn(At, budget))
 
-                    t, v = best_time(peer, args.repeat)
+                    t, v = best_time(peer, 1, warmup=first)
                     pts.append(t)
                     perrs.append(abs(v - exact) / exact)
             label = f"trace {ours_m}, {budget} matvecs, n={n}, spectrum {kind}"
@@ -511,7 +514,7 @@ def task_trace(tab, args):
             Op = pylops.MatrixMult(A, dtype=np.float64)
             pts, perrs, ts, errs = [], [], [], []
             for s in range(args.seeds):
-                t, est = best_time(lambda: trace(op, "hutchpp", 99, use_exact=False, rng=s), args.repeat)
+                t, est = best_time(lambda: trace(op, "hutchpp", 99, use_exact=False, rng=s), 1, warmup=s == 0)
                 ts.append(t)
                 errs.append(abs(float(est.value) - exact) / exact)
 
@@ -519,14 +522,15 @@ def task_trace(tab, args):
                     np.random.seed(s)  # pylops draws from NumPy's global generator
                     return float(trace_hutchpp(Op, neval=99))
 
-                t, v = best_time(peer, args.repeat)
+                t, v = best_time(peer, 1, warmup=s == 0)
                 pts.append(t)
                 perrs.append(abs(v - exact) / exact)
             tab.add(f"trace hutchpp, 99 matvecs, n={n}, spectrum {kind}", statistics.median(ts),
                     "pylops trace_hutchpp", statistics.median(pts),
                     f"median rel err {statistics.median(errs):.1e}",
                     f"median rel err {statistics.median(perrs):.1e}")
-    tab.note(f"trace: median over {args.seeds} seeds; Hutch++ needs a multiple of 3 matvecs (99).")
+    tab.note(f"trace: median over {args.seeds} seeds (one timed call each); Hutch++ needs a multiple "
+             "of 3 matvecs (99).")
 
 
 def _spectral_error(A, U, s, Vt):
@@ -731,10 +735,12 @@ def main(argv=None):
     }
     t0 = time.perf_counter()
     for name in args.tasks:
+        t1 = time.perf_counter()
         try:
             runners[name]()
         except Exception as err:  # noqa: BLE001 - one broken task must not hide the others
             tab.note(f"task {name} failed: {type(err).__name__}: {err}")
+        print(f"[compare] {name}: {time.perf_counter() - t1:.0f} s", file=sys.stderr, flush=True)
     elapsed = time.perf_counter() - t0
     load1 = os.getloadavg()
 

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from matfree import _backend as B
+from matfree import _kernels
 from matfree.operators import Dense, LinearOperator, NonFiniteError, aslinearoperator
 from matfree.results import EigResult
 
@@ -232,13 +233,16 @@ def _tridiagonal(alpha, beta):
 # ======================================================================
 
 
+@_kernels.fused(_kernels.lanczos.recurrence)
 def _lanczos_recurrence(xp, w, q, q_prev, beta_prev, axis=-1):
     r"""One three-term Lanczos update, batched over the other axes.
 
     ``alpha = <q, w>`` and ``w <- w - alpha q - beta_prev q_prev`` where
     ``w = A q``; the vectors run along ``axis`` (``-1``: rows ``(..., n)``,
     ``0``: columns ``(n, p)``), ``beta_prev`` has the shape of ``alpha``.
-    Returns ``(w, alpha)``.
+    Returns ``(w, alpha)``.  For NumPy inputs the call goes to the fused
+    Numba kernel :func:`matfree._kernels.lanczos.recurrence` when it applies
+    (two sweeps over memory instead of five); this function is its reference.
     """
     alpha = xp.sum(q * w, axis=axis)
     a = xp.expand_dims(alpha, axis=axis)
@@ -477,12 +481,6 @@ def _apply_rows(op, Q, op_dtype, acc_dtype, xp):
         AX = op.matmat(xp.stack([Q[i, :] for i in range(b)], axis=1))
         W = xp.stack([AX[:, i] for i in range(b)], axis=0)
     return W if W.dtype == acc_dtype else xp.astype(W, acc_dtype)
-
-
-def _apply_vec(op, q, op_dtype, acc_dtype, xp):
-    v = q if q.dtype == op_dtype else xp.astype(q, op_dtype)
-    w = op.matvec(v)
-    return w if w.dtype == acc_dtype else xp.astype(w, acc_dtype)
 
 
 def _check_finite_product(xp, w, step):
@@ -831,8 +829,10 @@ class _PartialReorth:
         new[:, j] = noise
         new[:, j + 1] = 1.0
         self.prev, self.cur = self.cur, new
-        trigger = self.pending or bool(np.max(np.abs(new[:, : j + 1])) > self.threshold) if j > 0 else self.pending
-        self.pending = trigger and not self.pending
+        lost = j > 0 and bool(np.max(np.abs(new[:, : j + 1])) > self.threshold)
+        # Simon: reorthogonalise this vector and the next one (which inherits the loss)
+        trigger = self.pending or lost
+        self.pending = lost and not self.pending
         return trigger
 
     def reset(self, j):

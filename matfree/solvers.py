@@ -741,29 +741,41 @@ class _ShiftedIterates:
     whose coefficients are scalar recurrences on the host.  :meth:`flush`
     forms them with one matrix product (BLAS-3) instead of two vector
     updates per shift and iteration.  Rows of ``X`` and ``P`` are shifts.
+    ``P`` and the buffered residuals share one array ``S = [P; R]``, so that
+    the product reads them in one pass without copying them together.
     """
 
     def __init__(self, xp, b, s, block, dtype, dev):
         self.xp, self.dtype, self.dev = xp, dtype, dev
         n = b.shape[0]
+        self.s, self.block = s, block
         self.X = xp.zeros((s, n), dtype=dtype, device=dev)
-        self.P = xp.zeros((s, n), dtype=dtype, device=dev) + b
-        self.block = block
-        # a buffer row per buffered residual (a list where arrays are immutable)
+        # mutable arrays: S holds P (rows :s) then the residuals; immutable
+        # ones (JAX): P and a list of residuals, stacked at each flush
         self._mutable = not B.is_jax(xp)
-        self._buf = xp.zeros((block, n), dtype=dtype, device=dev) if self._mutable else []
-        self._reset(s)
+        if self._mutable:
+            self._S = xp.zeros((s + block, n), dtype=dtype, device=dev)
+            self._S[:s, :] = xp.zeros((s, n), dtype=dtype, device=dev) + b
+        else:
+            self._P = xp.zeros((s, n), dtype=dtype, device=dev) + b
+            self._R = []
+        self._reset()
 
-    def _reset(self, s):
+    def _reset(self):
         self.j = 0
-        self.a = np.ones(s)
-        self.e = np.zeros(s)
-        self.cp = np.zeros((self.block, s))
-        self.cx = np.zeros((self.block, s))
+        self.a = np.ones(self.s)
+        self.e = np.zeros(self.s)
+        self.cp = np.zeros((self.block, self.s))
+        self.cx = np.zeros((self.block, self.s))
 
     @property
     def full(self):
         return self.j == self.block
+
+    @property
+    def P(self):
+        """Directions of the shifts at the start of the current block."""
+        return self._S[: self.s, :] if self._mutable else self._P
 
     def step(self, r_next, alpha_s, beta_s, zeta_next):
         """Record ``x += alpha_s p`` then ``p = zeta_next r_next + beta_s p`` for every shift."""
@@ -773,41 +785,50 @@ class _ShiftedIterates:
         self.cp[: self.j] *= beta_s
         self.cp[self.j] = zeta_next
         if self._mutable:
-            self._buf[self.j, :] = r_next
+            self._S[self.s + self.j, :] = r_next
         else:
-            self._buf.append(r_next)
+            self._R.append(r_next)
         self.j += 1
 
     def flush(self):
         """Apply the buffered combinations to ``X`` and ``P`` with one matrix product.
 
-        With ``S = [P; r_{k0+1}; ...; r_k]`` (rows), ``[ΔX; P_new] = C S`` for
-        the ``2s``-by-``(s + j)`` coefficient matrix
-        ``C = [[diag(e), c_xᵀ], [diag(a), c_pᵀ]]``: one pass over the buffer.
+        ``[ΔX; P_new] = C [P; r_{k0+1}; ...; r_k]`` with the ``2s``-by-``(s + j)``
+        coefficient matrix ``C = [[diag(e), c_xᵀ], [diag(a), c_pᵀ]]``.
         """
         xp = self.xp
-        j, s = self.j, self.a.size
+        j, s = self.j, self.s
         if j == 0:
             return
-        R = self._buf[:j, :] if self._mutable else xp.stack(self._buf, axis=0)
-        if not self._mutable:
-            self._buf = []
         C = np.zeros((2 * s, s + j))
         C[np.arange(s), np.arange(s)] = self.e
         C[s + np.arange(s), np.arange(s)] = self.a
         C[:s, s:] = self.cx[:j].T
         C[s:, s:] = self.cp[:j].T
-        G = _device(xp, C, self.dtype, self.dev) @ xp.concat([self.P, R], axis=0)
+        if self._mutable:
+            S = self._S[: s + j, :]
+        else:
+            S = xp.concat([self._P, xp.stack(self._R, axis=0)], axis=0)
+            self._R = []
+        G = _device(xp, C, self.dtype, self.dev) @ S
         self.X += G[:s, :]
-        self.P = G[s:, :]
-        self._reset(s)
+        if self._mutable:
+            self._S[:s, :] = G[s:, :]
+        else:
+            self._P = G[s:, :]
+        self._reset()
 
     def drop(self, keep):
         """Keep only the shifts (rows) ``keep`` (call right after :meth:`flush`)."""
         idx = self.xp.asarray(keep, dtype=self.xp.int64, device=self.dev)
         self.X = self.xp.take(self.X, idx, axis=0)
-        self.P = self.xp.take(self.P, idx, axis=0)
-        self._reset(keep.size)
+        P = self.xp.take(self.P, idx, axis=0)
+        self.s = int(keep.size)
+        if self._mutable:
+            self._S[: self.s, :] = P
+        else:
+            self._P = P
+        self._reset()
 
 
 def _cg_multishift(A, b, shifts, tol, maxiter, callback, xp, dtype, dev):

@@ -684,7 +684,9 @@ def trace_function(
     return slq.trace_function(f, name=getattr(f, "__name__", None))
 
 
-def logdet(A, *, num_probes=30, num_steps=30, probes="rademacher", rng=None, reorth="none", accumulate_dtype=None):
+def logdet(
+    A, *, num_probes=30, num_steps=30, probes="rademacher", rng=None, reorth="none", accumulate_dtype=None
+):
     r"""Estimate :math:`\log\det A` of a symmetric positive definite operator by SLQ.
 
     Parameters

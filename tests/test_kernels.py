@@ -410,9 +410,9 @@ def test_sparse_poisson_cg_unchanged_by_kernels():
     M = (sp.kron(T, sp.identity(m)) + sp.kron(sp.identity(m), T)).tocsr()
     b = np.random.default_rng(3).standard_normal(M.shape[0])
     A = matfree.Sparse(M, positive_definite=True)
-    res = matfree.solvers.cg(A, b, rtol=1e-8, maxiter=40)
+    res = solvers.cg(A, b, rtol=1e-8, maxiter=40)
     with K.disabled():
-        ref = matfree.solvers.cg(A, b, rtol=1e-8, maxiter=40)
+        ref = solvers.cg(A, b, rtol=1e-8, maxiter=40)
     assert res.num_iters == ref.num_iters == 40
     eps = np.finfo(np.float64).eps
     scale = np.max(np.abs(to_np(ref.x)))

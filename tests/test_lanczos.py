@@ -436,3 +436,20 @@ def test_result_reprs(np_rng):
     assert "LanczosResult(num_steps=4" in repr(lanczos(M, np.ones(10), 4))
     assert "BlockLanczosResult(num_steps=2, block_size=2" in repr(block_lanczos(M, np.eye(10)[:, :2], 2))
     assert "EigResult(eigenvalues=" in repr(eigsh(M, 2, rng=0))
+
+
+def test_fused_kernel_path_matches_the_array_api_path(np_rng):
+    """For NumPy inputs the recurrence may run in a Numba kernel; results agree to rounding."""
+    from matfree import _kernels
+
+    n = _kernels.cg.MIN_SIZE + 1  # large enough for the kernel to take it
+    A = matfree.Diagonal(np_rng.uniform(1.0, 2.0, n))
+    V = np_rng.standard_normal((n, 2))
+    fast = lanczos(A, V, 6, reorth="none", return_basis=False)  # columns
+    e_fast = eigsh(A, 1, "LA", rng=0, ncv=5, maxiter=1)  # rows
+    with _kernels.disabled():
+        ref = lanczos(A, V, 6, reorth="none", return_basis=False)
+        e_ref = eigsh(A, 1, "LA", rng=0, ncv=5, maxiter=1)
+    np.testing.assert_allclose(fast.alpha, ref.alpha, rtol=1e-10)
+    np.testing.assert_allclose(fast.beta, ref.beta, rtol=1e-10)
+    np.testing.assert_allclose(e_fast.eigenvalues, e_ref.eigenvalues, rtol=1e-10)

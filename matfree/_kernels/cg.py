@@ -5,10 +5,12 @@ semantics: the solvers own ``x``, ``r`` and ``p`` and the updates work **in
 place**.
 
 * :func:`update` -- ``x += alpha p``, ``r -= alpha Ap`` and ``‖r‖²`` in one
-  pass over memory (six vectors' worth of traffic; the array-API path makes
-  five passes and two temporaries, ten);
+  pass over memory: six vectors of traffic (read x, r, p, Ap; write x, r)
+  where the array-API path moves eleven (two temporaries ``alpha p`` and
+  ``alpha Ap``, then the norm);
 * :func:`residual` -- the residual half of it (multi-shift CG);
-* :func:`direction` -- ``p = z + beta p`` in one pass (the same kernel).
+* :func:`direction` -- ``p = z + beta p`` in one pass (the same kernel):
+  three vectors of traffic instead of five.
 
 Vectors are 1-D, or blocks ``(n, k)`` whose columns are separate systems
 (``alpha`` and ``beta`` then hold one value per column), in C or Fortran

@@ -2,11 +2,13 @@
 
 Twin of :func:`matfree.lanczos._lanczos_recurrence`: ``alpha = <q, w>`` and
 ``w - alpha q - beta_prev q_prev`` for one vector or a batch of rows
-``(p, n)``, in two sweeps over memory (the array-API path makes five and
-allocates four temporaries).  The element-wise update rounds exactly as the
-twin's ``(w - alpha q) - beta_prev q_prev``; ``alpha`` is summed per chunk in
-float64 (SIMD lanes) and then over chunks in order, so it does not depend on
-the number of threads, and differs from the twin's by rounding.
+``(p, n)`` or columns ``(n, p)``, in two sweeps over memory: six vectors of
+traffic (read q, w; then read w, q, q_prev and write the result) where the
+array-API path moves fourteen and allocates four temporaries.  The
+element-wise update rounds exactly as the twin's
+``(w - alpha q) - beta_prev q_prev``; ``alpha`` is summed per chunk in
+float64 (SIMD lanes) and then over chunks in order, so it does not depend
+on the number of threads, and differs from the twin's by rounding.
 
 Reorthogonalisation (classical Gram-Schmidt, ``Q w`` and ``w - Qᵀ h``) has
 no kernel here: it is BLAS-2 work that NumPy's BLAS already runs at memory
