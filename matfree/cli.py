@@ -172,7 +172,10 @@ def analyze(A, label, args, progress):
 
     xp = H.xp
     b = xp.asarray(np.random.default_rng(args.seed).standard_normal(n), dtype=H.dtype)
-    sol = cg(H, b, damping=args.damping, rtol=args.rtol)
+    from matfree._progress import progress_bar
+
+    with progress_bar(progress, total=None, desc="damped CG", unit="iter") as bar:
+        sol = cg(H, b, damping=args.damping, rtol=args.rtol, callback=lambda x: bar.update(1))
     res = {
         "damping": args.damping,
         "rtol": args.rtol,
@@ -250,7 +253,8 @@ def _parser():
                    help="rank threshold relative to the largest eigenvalue (default: the widest spectral gap)")
     a.add_argument("--exact-limit", type=int, default=3000, help="compute exact answers up to this n")
     prog = a.add_mutually_exclusive_group()
-    prog.add_argument("--progress", dest="progress", action="store_true", default=None)
+    prog.add_argument("--progress", dest="progress", action="store_true", default=None,
+                      help="show a progress bar (tqdm) for the CG solve; default: on a terminal")
     prog.add_argument("--no-progress", dest="progress", action="store_false")
     return p
 

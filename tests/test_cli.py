@@ -91,6 +91,13 @@ def test_bad_files_one_line_exit_2(tmp_path, capsys, content, name, message):
     assert err.count("\n") == 1 and err.startswith("matfree: error:") and message in err
 
 
+def test_progress_flag(tmp_path, spd, capsys):
+    pytest.importorskip("tqdm")
+    np.save(tmp_path / "h.npy", spd[0])
+    assert main(["analyze", str(tmp_path / "h.npy"), *FAST, "--progress"]) == 0
+    assert "damped CG" in capsys.readouterr().out
+
+
 def test_bad_option_exit_2(capsys):
     assert main(["analyze", "--probes", "0"]) == 2
     assert "--probes must be >= 1" in capsys.readouterr().err
