@@ -327,6 +327,8 @@ def main():
     parser.add_argument("--dense-n", type=int, default=4000, help="size of the dense SPD matrix")
     parser.add_argument("--threads", type=int, default=2, help="BLAS threads (threadpoolctl)")
     parser.add_argument("--repeats", type=int, default=2, help="timing repeats (best is kept)")
+    parser.add_argument("--repeats-large", type=int, default=1,
+                        help="repeats of table 3 above n = 1e6 (each takes minutes)")
     parser.add_argument("--iters", type=int, default=20,
                         help="CG iterations per timed run in table 2")
     parser.add_argument("--product", choices=["scipy", "sparse"], default="scipy",
@@ -350,7 +352,7 @@ def main():
         print("\nTable 3. Vector-bound: 8 shifts on the 2-D Poisson matrix")
         for m in args.sizes:
             # the biggest runs take many minutes each: one repeat above n = 1e6
-            reps = 1 if m * m > 10**6 else args.repeats
+            reps = args.repeats_large if m * m > 10**6 else args.repeats
             summary.append((f"Poisson {m}^2",
                             *multishift(f"Poisson {m}^2", poisson2d(m), reps, product=args.product)))
     if "dense" not in args.skip:

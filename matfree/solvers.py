@@ -805,17 +805,23 @@ class _ShiftedIterates:
         C[s + np.arange(s), np.arange(s)] = self.a
         C[:s, s:] = self.cx[:j].T
         C[s:, s:] = self.cp[:j].T
-        if self._mutable:
-            S = self._S[: s + j, :]
-        else:
-            S = xp.concat([self._P, xp.stack(self._R, axis=0)], axis=0)
-            self._R = []
-        G = _device(xp, C, self.dtype, self.dev) @ S
-        self.X += G[:s, :]
-        if self._mutable:
-            self._S[:s, :] = G[s:, :]
-        else:
+        C = _device(xp, C, self.dtype, self.dev)
+        if not self._mutable:
+            G = C @ xp.concat([self._P, xp.stack(self._R, axis=0)], axis=0)
+            self.X = self.X + G[:s, :]
             self._P = G[s:, :]
+            self._R = []
+            self._reset()
+            return
+        # column chunks of about 2 MB of S: the product's output stays small
+        # (no large temporary per flush) and P is written back while in cache
+        n = int(self.X.shape[1])
+        step = max(4096, (1 << 21) // (8 * (s + j)))
+        for c0 in range(0, n, step):
+            c1 = min(n, c0 + step)
+            G = C @ self._S[: s + j, c0:c1]
+            self.X[:, c0:c1] += G[:s, :]
+            self._S[:s, c0:c1] = G[s:, :]
         self._reset()
 
     def drop(self, keep):

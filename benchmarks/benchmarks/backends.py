@@ -69,14 +69,19 @@ class _Backend:
         """An operator for the SciPy CSR matrix ``M`` on this backend."""
         if self.backend != "torch":
             return matfree.Sparse(M, **flags)
+        import warnings
+
         import torch
 
-        T = torch.sparse_csr_tensor(
-            torch.from_numpy(M.indptr.astype(np.int64)),
-            torch.from_numpy(M.indices.astype(np.int64)),
-            torch.from_numpy(M.data),
-            size=M.shape,
-        )
+        with warnings.catch_warnings():  # "sparse CSR support is in beta state"
+            warnings.simplefilter("ignore", UserWarning)
+            T = torch.sparse_csr_tensor(
+                torch.from_numpy(M.indptr.astype(np.int64)),
+                torch.from_numpy(M.indices.astype(np.int64)),
+                torch.from_numpy(M.data),
+                size=M.shape,
+                check_invariants=False,
+            )
         return matfree.from_hvp(
             lambda v: T @ v,
             like=torch.zeros(M.shape[0], dtype=torch.float64),
