@@ -330,6 +330,16 @@ class _QuasiNewton:
             return True  # the oldest pair was dropped
         return False
 
+    def _curvature(self, s, y):
+        """``sᵀy`` of a valid pair, or ``None`` (counted as skipped) if ``sᵀy <= ε‖s‖‖y‖``."""
+        self._validate(s, y)
+        xp = self.xp
+        sy = _dot(xp, s, y)
+        if not sy > self._eps(self.eps) * _norm(xp, s) * _norm(xp, y):
+            self.num_skipped += 1
+            return None
+        return sy
+
     def _eps(self, value):
         if value is not None:
             return value
@@ -481,11 +491,8 @@ class LBFGS(_QuasiNewton):
         bool
             Whether the pair was accepted.
         """
-        self._validate(s, y)
-        xp = self.xp
-        sy = _dot(xp, s, y)
-        if not sy > self._eps(self.eps) * _norm(xp, s) * _norm(xp, y):
-            self.num_skipped += 1
+        sy = self._curvature(s, y)
+        if sy is None:
             return False
         self._rho.append(1.0 / sy)
         if self._store(s, y):
@@ -870,14 +877,11 @@ class DFP(_QuasiNewton):
         bool
             Whether the pair was accepted.
         """
-        self._validate(s, y)
-        xp = self.xp
-        sy = _dot(xp, s, y)
-        if not sy > self._eps(self.eps) * _norm(xp, s) * _norm(xp, y):
-            self.num_skipped += 1
+        sy = self._curvature(s, y)
+        if sy is None:
             return False
         if self._gamma_fixed is None:
-            self._gamma_fixed = sy / _dot(xp, y, y)
+            self._gamma_fixed = sy / _dot(self.xp, y, y)
         if self._store(s, y):
             # the oldest pair left: rebuild every u_k = H_k y_k without it
             self._U, self._sy, self._yu = [], [], []
