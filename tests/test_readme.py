@@ -21,6 +21,21 @@ def test_readme_tour_runs():
     assert A.num_matvecs == 4
 
 
+def test_readme_questions_run():
+    """The tour of the questions runs as written and answers them correctly."""
+    (code,) = [b for b in _python_blocks() if "from matfree import precond" in b]
+    namespace = {}
+    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - our own README
+    np, X, A = namespace["np"], namespace["X"], namespace["A"]
+    H = X.T @ X / X.shape[0]
+    assert A.num_matvecs > 0
+    import matfree
+
+    assert int(round(float(matfree.rank(A, rtol=1e-3, rng=0).value))) == np.linalg.matrix_rank(
+        H, tol=1e-3 * np.linalg.norm(H, 2)
+    )
+
+
 def test_ci_runs_the_readme_test_command():
     """.ci/run executes exactly the README's test command."""
     commands = re.findall(r"```bash\n(.*?)```", README, flags=re.S)
