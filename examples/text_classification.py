@@ -32,6 +32,32 @@ cross-entropy Hessian is singular by construction (adding the same vector to
 every class's weights changes no probability: 301 zero eigenvalues), and as
 the classifier grows confident its spectrum decays further.
 
+Every claim is checked, and the script exits with status 1 if one fails:
+
+* each method reaches the optimum: ``0 <= f - f* <= min(‖∇f‖, gtol)²/(2λ)``
+  (strong convexity with modulus λ), with ``f*`` from a dense Newton step;
+* each trace estimate is within 4 standard errors of the exact trace
+  (XTrace is unbiased);
+* each SLQ rank is within 4 standard errors **plus its quadrature bound** of
+  the exact count of eigenvalues above the threshold η.  The standard error
+  only measures the spread over the probes.  The count is also biased,
+  because each probe's Gauss rule integrates a step function at η: by the
+  Chebyshev-Markov-Stieltjes inequalities the distribution function of the
+  probe's spectral measure at η lies between the sums of the quadrature
+  weights below the Ritz values on either side of η, so the error of a
+  probe's count is at most ``‖z‖²`` times the larger weight of those two Ritz
+  values.  The mean over the probes bounds the bias from the SLQ run alone
+  (the exact spectrum is not used), and is printed beside the number of exact
+  eigenvalues that lie between the two Ritz values (what 60 Lanczos steps
+  cannot resolve).  With η = 10⁻³ λ_max inside the dense, decaying part of
+  the spectrum that bound is large (90-130 of 2408 here, about the number
+  of exact eigenvalues between the two Ritz values; the observed errors are
+  23-36, i.e. 4-8 standard errors, so a check on the standard error alone
+  would fail): the rank is known only to that resolution, which more Lanczos
+  steps or a threshold in a spectral gap would sharpen.  The Lanczos runs
+  are fully reorthogonalised (no extra products) so that their Ritz values
+  and weights are a Gauss rule, as the bound assumes.
+
 The docstrings, and so the printed figures, depend on the Python version.
 
 Run::
@@ -194,6 +220,35 @@ def accuracy(X, y, w, shape):
         return float((logits.argmax(1) == torch.as_tensor(y)).double().mean())
 
 
+# --------------------------------------------------------------- rank check
+def rank_quadrature_bound(slq, eta, exact_eigenvalues):
+    """Bound on the quadrature bias of SLQ's count of eigenvalues above ``eta``; and what it hides.
+
+    For one probe z, the Gauss rule (Ritz values θ_1 < ... < θ_m, weights
+    w_j) of its spectral measure μ (``μ({λ_i}) = (q_iᵀz)²/‖z‖²``) satisfies the
+    Chebyshev-Markov-Stieltjes inequalities ``Σ_{j<k} w_j <= μ((-∞, θ_k]) <=
+    Σ_{j<=k} w_j``.  With θ_k <= η < θ_{k+1}, the count estimate ``‖z‖² Σ_{j>k}
+    w_j`` of ``zᵀ 1[H > η] z`` is therefore off by at most ``‖z‖² max(w_k,
+    w_{k+1})``.  The data-term Hessian is positive semidefinite, so ``|λ| > η``
+    is ``λ > η``.  Returns the mean of that bound over the probes and the mean
+    number of exact eigenvalues strictly between θ_k and θ_{k+1}.
+    """
+    nodes, weights = np.asarray(slq.nodes), np.asarray(slq.weights)
+    norms2 = np.asarray(slq.probe_norms2)
+    bounds, hidden = [], []
+    for theta, w, z2 in zip(nodes, weights, norms2):
+        order = np.argsort(theta)
+        theta, w = theta[order], w[order]
+        k = int(np.searchsorted(theta, eta, side="right"))  # theta[:k] <= eta < theta[k:]
+        below = w[k - 1] if k > 0 else 0.0
+        above = w[k] if k < theta.size else 0.0
+        bounds.append(z2 * max(below, above))
+        lo = theta[k - 1] if k > 0 else -np.inf
+        hi = theta[k] if k < theta.size else np.inf
+        hidden.append(np.sum((exact_eigenvalues > lo) & (exact_eigenvalues < hi)))
+    return float(np.mean(bounds)), float(np.mean(hidden))
+
+
 # ----------------------------------------------------------------- methods
 class History:
     """(passes, CPU seconds, f, ‖g‖) after every step of a method."""
@@ -326,13 +381,16 @@ def main(argv=None):
     def analyse(step, w):
         H = prob.hessian(w, data_only=True)
         tr = trace(H, method="xtrace", num_matvecs=trace_budget, rng=SEED)
-        slq = SLQ(H, num_probes=probes, num_steps=steps, rng=SEED)
+        # full reorthogonalisation (no extra products): the Ritz values and weights are then
+        # a Gauss rule of each probe's spectral measure, which the quadrature bound assumes
+        slq = SLQ(H, num_probes=probes, num_steps=steps, rng=SEED, reorth="full")
         rk = slq.rank(rtol=RANK_RTOL)  # effective rank: eigenvalues above RANK_RTOL x the largest
         Hd = prob.dense_data_hessian(w)
         lam = torch.linalg.eigvalsh(Hd).numpy()
         eta = rk.info["threshold"]
+        bound, hidden = rank_quadrature_bound(slq, eta, lam)
         analysis.append(dict(
-            step=step, w=w, Hd=Hd, lam=lam, trace=tr, rank=rk, eta=eta,
+            step=step, w=w, Hd=Hd, lam=lam, trace=tr, rank=rk, eta=eta, bound=bound, hidden=hidden,
             exact_trace=float(torch.trace(Hd)), exact_rank=int(np.sum(np.abs(lam) > eta)),
         ))
 
@@ -364,31 +422,39 @@ def main(argv=None):
         print(f"  {name:<18s} {extra['steps']:6d} {counts['grad']:6d} {counts['hvp']:6d} {counts['loss']:7d} "
               f"{passes:7d} {secs:8.2f} {f - f_star:10.2e} {gn:9.2e} {acc_tr:9.3f} {acc_te:8.3f}")
 
-    print("\nfinal objective of each method against f* (strong convexity: 0 <= f - f* <= ‖∇f‖²/(2λ)),")
-    print("and the Hessian of the data term along the Newton-CG run: trace by XTrace "
-          f"({trace_budget} HVPs), exact from the dense Hessian:")
+    print(f"\nfinal objective of each method against f*: it must reach ‖∇f‖ <= gtol = {gtol:g}, and by "
+          "strong convexity 0 <= f - f* <= min(‖∇f‖, gtol)²/(2λ);")
+    print(f"the Hessian of the data term along the Newton-CG run: trace by XTrace ({trace_budget} HVPs) "
+          "within 4 standard errors of the exact one (XTrace is unbiased); effective rank (eigenvalues "
+          f"above η = {RANK_RTOL:g} λ_max) by SLQ ({probes} probes x {steps} Lanczos steps, the same runs "
+          "give the density) within 4 standard errors plus the bound on its quadrature bias (below):")
     TABLE.header()
     ok = True
     for name, (_, hist, _, _, _, _) in runs.items():
         _, _, f, gn = hist.rows[-1]
-        ok &= TABLE.check(f"f, {name}", f, f_star, gn**2 / (2 * LAM) + 1e-15 * abs(f_star))
+        allowed = min(gn, gtol) ** 2 / (2 * LAM) + 1e-15 * abs(f_star)  # + rounding of f
+        ok &= TABLE.check(f"f, {name}", f, f_star, allowed)
     for a in analysis:
         tr = a["trace"]
-        # XTrace is unbiased: 4 standard errors
         se = float(tr.stderr)
         ok &= TABLE.check(f"step {a['step']}: trace", float(tr.value), a["exact_trace"], 4 * se, se)
-    print(f"\neffective rank (eigenvalues above {RANK_RTOL:g} λ_max) by SLQ ({probes} probes x {steps} "
-          "Lanczos steps, the same runs give the density); no pass/fail: when many eigenvalues sit near "
-          "the threshold, the Gauss quadrature of the step function is biased by an amount SLQ does not "
-          "bound, so the difference is only printed, in standard errors:")
+    for a in analysis:
+        rk = a["rank"]
+        se = float(rk.stderr)
+        ok &= TABLE.check(f"step {a['step']}: rank", float(rk.value), a["exact_rank"], 4 * se + a["bound"], se)
+    print("\nthe rank is a count, tr 1[H > η], and each probe's Gauss rule integrates a step function at η:")
+    print("its error is at most ‖z‖² x the larger weight of the two Ritz values around η (Chebyshev-Markov-")
+    print("Stieltjes), a bias the standard error does not see. 'bias bound' is its mean over the probes (from")
+    print("the SLQ run alone); 'λ in gap' the mean number of exact eigenvalues between those two Ritz values,")
+    print("which the Lanczos runs cannot resolve. The difference is printed in standard errors:")
     print(f"  {'step':>5s} {'λ_max':>9s} {'SLQ rank':>16s} {'exact':>6s} {'(SLQ-exact)/stderr':>19s} "
-          f"{'exact zeros':>12s} {'of':>5s}")
+          f"{'bias bound':>11s} {'λ in gap':>9s} {'exact zeros':>12s} {'of':>5s}")
     for a in analysis:
         lam, rk = a["lam"], a["rank"]
         zeros = int(np.sum(np.abs(lam) <= 1e-12 * lam[-1]))
         z = (float(rk.value) - a["exact_rank"]) / float(rk.stderr)
         print(f"  {a['step']:5d} {lam[-1]:9.3g} {float(rk.value):9.1f} ± {float(rk.stderr):4.1f} "
-              f"{a['exact_rank']:6d} {z:19.1f} {zeros:12d} {lam.size:5d}")
+              f"{a['exact_rank']:6d} {z:19.1f} {a['bound']:11.1f} {a['hidden']:9.1f} {zeros:12d} {lam.size:5d}")
 
     out = output_dir(args.out, "text")
     _plot(out, runs, f_star, analysis, n)
@@ -419,13 +485,16 @@ def _plot(out, runs, f_star, analysis, n):
     for a in analysis:
         lam = np.sort(np.abs(a["lam"]))[::-1]
         ax.semilogy(np.arange(1, lam.size + 1), np.maximum(lam, 1e-16), label=f"Newton step {a['step']}")
-        ax.plot([float(a["rank"].value)], [a["eta"]], "kx", ms=8)
+        # the SLQ rank at η, with the allowance it is checked against (4 stderr + bias bound)
+        ax.errorbar([float(a["rank"].value)], [a["eta"]], xerr=[[4 * float(a["rank"].stderr) + a["bound"]]],
+                    fmt="kx", ms=8, capsize=3, lw=1)
     ax.set_ylim(3e-17, None)
     ax.text(0.98, 0.04, "exact zeros (|λ| at rounding level)\ndrawn at 1e-16", transform=ax.transAxes,
             ha="right", va="bottom", fontsize=8)
     ax.set_xlabel("index i (eigenvalues sorted by |λ|)")
     ax.set_ylabel("|λ_i| of the data-term Hessian")
-    ax.set_title(f"Data-term Hessian (x: SLQ rank at η = {RANK_RTOL:g} λ_max)")
+    ax.set_title(f"Data-term Hessian spectra\n(x: SLQ rank at η = {RANK_RTOL:g} λ_max, bar: its allowance)",
+                 fontsize=10)
     ax.legend(fontsize=8)
     fig.suptitle(f"Bag-of-words softmax classifier on standard-library docstrings ({n} parameters)")
     save_figure(fig, out, "text_classification.png")

@@ -11,6 +11,8 @@ Hessian of softmax regression on scikit-learn's digits.
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import inspect
 import json
 import math
 import os
@@ -111,6 +113,22 @@ def _opaque(A):
 # ----------------------------------------------------------------- report
 
 
+def _progress_kw(fn, progress):
+    """``{"progress": True}`` if a bar is wanted and ``fn`` takes a ``progress`` parameter, else ``{}``.
+
+    The solvers, eigsh and the estimators gain ``progress=`` independently;
+    asking each callee's signature keeps the command line working with
+    those that do not have it yet (they then run without a bar).
+    """
+    if not progress:
+        return {}
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # builtins without a signature
+        return {}
+    return {"progress": True} if "progress" in params else {}
+
+
 def _estimate_row(name, est, exact=None):
     row = {
         "quantity": name,
@@ -143,10 +161,15 @@ def analyze(A, label, args, progress):
     rows = []
     t0 = time.perf_counter()
 
-    est = matfree.trace(H, method="xtrace", num_matvecs=args.trace_matvecs, rng=args.seed)
+    est = matfree.trace(
+        H, method="xtrace", num_matvecs=args.trace_matvecs, rng=args.seed,
+        **_progress_kw(matfree.trace, progress),
+    )
     rows.append(_estimate_row("trace", est, np.trace(dense) if small else None))
 
-    slq = SLQ(H, num_probes=args.probes, num_steps=args.steps, rng=args.seed)
+    slq = SLQ(
+        H, num_probes=args.probes, num_steps=args.steps, rng=args.seed, **_progress_kw(SLQ, progress)
+    )
     try:
         ld = slq.logdet()
         rows.append(_estimate_row("logdet", ld, np.sum(np.log(evals)) if small and evals[0] > 0 else None))
@@ -161,7 +184,7 @@ def analyze(A, label, args, progress):
     report["estimates"] = rows
 
     k = min(args.k, n - 1)
-    eig = eigsh(H, k=k, which="LA", tol=args.tol, rng=args.seed)
+    eig = eigsh(H, k=k, which="LA", tol=args.tol, rng=args.seed, **_progress_kw(eigsh, progress))
     report["top_eigenvalues"] = {
         "values": [float(v) for v in np.sort(B.to_numpy(eig.eigenvalues))[::-1]],
         "num_matvecs": int(eig.num_matvecs),
@@ -172,10 +195,7 @@ def analyze(A, label, args, progress):
 
     xp = H.xp
     b = xp.asarray(np.random.default_rng(args.seed).standard_normal(n), dtype=H.dtype)
-    from matfree._progress import progress_bar
-
-    with progress_bar(progress, total=None, desc="damped CG", unit="iter") as bar:
-        sol = cg(H, b, damping=args.damping, rtol=args.rtol, callback=lambda x: bar.update(1))
+    sol = cg(H, b, damping=args.damping, rtol=args.rtol, **_progress_kw(cg, progress))
     res = {
         "damping": args.damping,
         "rtol": args.rtol,
@@ -254,7 +274,8 @@ def _parser():
     a.add_argument("--exact-limit", type=int, default=3000, help="compute exact answers up to this n")
     prog = a.add_mutually_exclusive_group()
     prog.add_argument("--progress", dest="progress", action="store_true", default=None,
-                      help="show a progress bar (tqdm) for the CG solve; default: on a terminal")
+                      help="show tqdm progress bars for the long steps (eigenvalues, SLQ, trace, "
+                           "CG); default: on when stderr is a terminal, tqdm is installed and not --json")
     prog.add_argument("--no-progress", dest="progress", action="store_false")
     return p
 
@@ -269,7 +290,13 @@ def main(argv=None):
         if getattr(args, name) < 1:
             print(f"matfree: error: --{name.replace('_', '-')} must be >= 1", file=sys.stderr)
             return EXIT_BAD_INPUT
-    progress = args.progress if args.progress is not None else (sys.stderr.isatty() and not args.json)
+    progress = _want_progress(args)
+    if progress is None:
+        print(
+            "matfree: error: --progress needs tqdm; install it with pip install 'matfree-hessian[progress]'",
+            file=sys.stderr,
+        )
+        return EXIT_BAD_INPUT
     dtype = np.dtype(args.dtype)
     try:
         A, label = _load_matrix(args.source, dtype) if args.source else _builtin(dtype)
@@ -283,6 +310,25 @@ def main(argv=None):
     else:
         _print_report(report, sys.stdout)
     return 0
+
+
+def _want_progress(args):
+    """Whether to show bars: ``--progress``/``--no-progress``, else on a terminal without ``--json``.
+
+    ``None`` when ``--progress`` was asked for but tqdm is missing; by default
+    the bars are silently left out then.
+    """
+    have_tqdm = importlib.util.find_spec("tqdm") is not None
+    if args.progress is not None:
+        return (True if have_tqdm else None) if args.progress else False
+    return bool(have_tqdm and not args.json and _isatty(sys.stderr))
+
+
+def _isatty(stream):
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
 
 
 def _json_default(x):

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import time
 
 # NumPy is used here only for host-side bookkeeping of per-column scalars
 # (step lengths, residual norms, multi-shift coefficients); every vector of
@@ -37,6 +38,7 @@ import numbers
 import numpy as np
 
 from matfree import _backend as B
+from matfree._progress import progress_bar
 from matfree.operators import FunctionOperator, LinearOperator, NonFiniteError, aslinearoperator
 from matfree.results import SolveResult
 
@@ -301,6 +303,65 @@ def _worst(statuses):
     return statuses[0]
 
 
+def _check_progress(progress):
+    if not isinstance(progress, (bool, np.bool_)):
+        raise TypeError(f"progress must be True or False, got {type(progress).__name__}")
+    return bool(progress)
+
+
+class _Progress:
+    """A solver's progress bar: iterations, with the current relative residual as postfix.
+
+    ``step(rel_res)`` takes the relative residual the loop already has on the
+    host (no extra device synchronisation) and refreshes the bar at most every
+    :attr:`INTERVAL` seconds, so that even iterations of a few microseconds
+    pay only a counter increment and a clock read; :meth:`close` shows the
+    last value and removes the bar.
+    """
+
+    INTERVAL = 0.1  # seconds between refreshes (tqdm's default mininterval)
+
+    def __init__(self, total, desc):
+        self._bar = progress_bar(True, total=total, desc=desc, unit="iter")
+        self._pending = 0
+        self._value = None
+        self._next = 0.0  # refresh at the first step
+
+    def step(self, rel_res):
+        self._pending += 1
+        self._value = rel_res
+        now = time.monotonic()
+        if now >= self._next:
+            self._flush()
+            self._next = now + self.INTERVAL
+
+    def _flush(self):
+        if self._pending:
+            self._bar.update(self._pending, rel_res=float(self._value))
+            self._pending = 0
+
+    def close(self):
+        self._flush()
+        self._bar.close()
+
+
+def _with_progress(progress, total, desc, run, *args):
+    """``run(*args, bar)`` with a :class:`_Progress` bar, or ``bar=None`` when ``progress`` is false."""
+    if not progress:
+        return run(*args, None)
+    bar = _Progress(total, desc)
+    try:
+        return run(*args, bar)
+    finally:
+        bar.close()
+
+
+def _inverse(norms):
+    """``1/‖b‖`` for relative residuals (1 where ``b = 0``: the residual itself is shown)."""
+    norms = np.asarray(norms, dtype=np.float64)
+    return 1.0 / np.where(norms > 0.0, norms, 1.0)
+
+
 _NEGATIVE_CURVATURE_HINT = (
     "the damped operator is not positive definite along this direction; use "
     "matfree.steihaug_cg (trust region) or matfree.minres (indefinite systems), "
@@ -313,7 +374,10 @@ _NEGATIVE_CURVATURE_HINT = (
 # ======================================================================
 
 
-def cg(A, b, damping=0.0, M=None, x0=None, rtol=1e-6, atol=0.0, maxiter=None, callback=None):
+def cg(
+    A, b, damping=0.0, M=None, x0=None, rtol=1e-6, atol=0.0, maxiter=None, callback=None, *,
+    progress=False,
+):
     r"""Conjugate gradients for :math:`(A + \lambda I)x = b`, damped, preconditioned, multi-shift.
 
     One product with ``A`` per iteration: for one right-hand side, for a
@@ -354,6 +418,14 @@ def cg(A, b, damping=0.0, M=None, x0=None, rtol=1e-6, atol=0.0, maxiter=None, ca
         ``callback(x)`` after every iteration with the current iterate.  For
         one right-hand side this is the solver's own array, updated in place
         by the next iterations (as in SciPy): copy it to keep it.
+    progress : bool
+        Show a tqdm progress bar (optional dependency: ``pip install
+        'matfree-hessian[progress]'``) counting iterations up to ``maxiter``,
+        with the current relative residual :math:`\|r\|/\|b\|` as
+        ``rel_res`` (for a block or several shifts the largest one among the
+        systems still iterating).  It uses the residual norm the iteration
+        already has on the host (no extra synchronisation) and refreshes at
+        most ten times a second.
 
     Returns
     -------
@@ -374,6 +446,8 @@ def cg(A, b, damping=0.0, M=None, x0=None, rtol=1e-6, atol=0.0, maxiter=None, ca
         several shifts.
     TypeError
         Arrays of another library than ``A``; non-float dtypes; bad types.
+    ImportError
+        ``progress=True`` without tqdm installed.
 
     See Also
     --------
@@ -450,6 +524,7 @@ def cg(A, b, damping=0.0, M=None, x0=None, rtol=1e-6, atol=0.0, maxiter=None, ca
     maxiter = _maxiter(maxiter, 10 * n)
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable or None, got {type(callback).__name__}")
+    progress = _check_progress(progress)
     shifts = _damping(damping)
     if isinstance(shifts, np.ndarray):
         if b.ndim != 1:
@@ -469,17 +544,26 @@ def cg(A, b, damping=0.0, M=None, x0=None, rtol=1e-6, atol=0.0, maxiter=None, ca
             )
         bnorm = math.sqrt(float(_host(_sqnorm(xp, b))))
         tol = max(atol, rtol * bnorm)
-        return _cg_multishift(A, b, shifts, tol, maxiter, callback, xp, dtype, dev)
+        return _with_progress(
+            progress, maxiter, f"cg ({shifts.size} shifts)", _cg_multishift,
+            A, b, shifts, tol, maxiter, callback, xp, dtype, dev, float(_inverse(bnorm)),
+        )
     M = _preconditioner(M, A, xp, dtype, dev)
     x0 = _x0(x0, b, xp, dtype, dev)
     bnorms = np.sqrt(_host(_sqnorm(xp, b)))
     tols = np.maximum(atol, rtol * bnorms)
     if b.ndim == 1:
-        return _cg_single(A, b, shifts, M, x0, float(tols), maxiter, callback, xp, dtype)
-    return _cg_block(A, b, shifts, M, x0, tols, maxiter, callback, xp, dtype, dev)
+        return _with_progress(
+            progress, maxiter, "cg", _cg_single,
+            A, b, shifts, M, x0, float(tols), maxiter, callback, xp, dtype, float(_inverse(bnorms)),
+        )
+    return _with_progress(
+        progress, maxiter, f"cg (block of {b.shape[1]})", _cg_block,
+        A, b, shifts, M, x0, tols, maxiter, callback, xp, dtype, dev, _inverse(bnorms),
+    )
 
 
-def _cg_single(A, b, shift, M, x, tol, maxiter, callback, xp, dtype):
+def _cg_single(A, b, shift, M, x, tol, maxiter, callback, xp, dtype, inv_bnorm, bar):
     """CG for one right-hand side (the hot path; same operation order as SciPy)."""
     num_matvecs = 0
     info = {"tol": tol, "damping": shift}
@@ -547,6 +631,8 @@ def _cg_single(A, b, shift, M, x, tol, maxiter, callback, xp, dtype):
         rho_prev = rho
         it += 1
         history.append(math.sqrt(rr))
+        if bar is not None:
+            bar.step(history[-1] * inv_bnorm)
         if callback is not None:
             callback(x)
     return SolveResult(
@@ -612,7 +698,7 @@ class _Columns:
         return self.xp.stack(cols, axis=1)
 
 
-def _cg_block(A, Bm, shift, M, X, tols, maxiter, callback, xp, dtype, dev):
+def _cg_block(A, Bm, shift, M, X, tols, maxiter, callback, xp, dtype, dev, inv_bnorms, bar):
     """CG for a block of right-hand sides: one ``matmat`` per iteration, per-column steps."""
     n, k = Bm.shape
     state = _Columns(xp, k)
@@ -700,6 +786,8 @@ def _cg_block(A, Bm, shift, M, X, tols, maxiter, callback, xp, dtype, dev):
         resid = resid.copy()
         resid[state.cols] = np.sqrt(rr)
         history.append(resid)
+        if bar is not None:  # the largest relative residual of the columns still iterating
+            bar.step(float(np.max(resid[state.cols] * inv_bnorms[state.cols])))
         if callback is not None:
             callback(state.assemble(X))
     return _block_result(state, X, it, history, num_matvecs, info)
@@ -837,7 +925,7 @@ class _ShiftedIterates:
         self._reset()
 
 
-def _cg_multishift(A, b, shifts, tol, maxiter, callback, xp, dtype, dev):
+def _cg_multishift(A, b, shifts, tol, maxiter, callback, xp, dtype, dev, inv_bnorm, bar):
     """Multi-shift CG: all ``(A + shifts[j] I) x = b`` from one Krylov space."""
     s = shifts.size
     seed = float(np.min(shifts))
@@ -922,6 +1010,8 @@ def _cg_multishift(A, b, shifts, tol, maxiter, callback, xp, dtype, dev):
         resid = resid.copy()
         resid[cols] = np.abs(zeta) * math.sqrt(rr)
         history.append(resid)
+        if bar is not None:  # the largest relative residual of the shifts still iterating
+            bar.step(float(np.max(resid[cols])) * inv_bnorm)
         if shifted.full:
             shifted.flush()
         if callback is not None:
@@ -950,7 +1040,10 @@ def _cg_multishift(A, b, shifts, tol, maxiter, callback, xp, dtype, dev):
 # ======================================================================
 
 
-def steihaug_cg(A, g, radius, *, damping=0.0, M=None, rtol=1e-6, atol=0.0, maxiter=None, callback=None):
+def steihaug_cg(
+    A, g, radius, *, damping=0.0, M=None, rtol=1e-6, atol=0.0, maxiter=None, callback=None,
+    progress=False,
+):
     r"""Steihaug-Toint truncated CG for the trust-region subproblem.
 
     Approximately solves
@@ -988,6 +1081,12 @@ def steihaug_cg(A, g, radius, *, damping=0.0, M=None, rtol=1e-6, atol=0.0, maxit
     callback : callable, optional
         ``callback(p)`` after every interior iteration (the solver's own
         array, updated in place later: copy it to keep it).
+    progress : bool
+        Show a tqdm progress bar (optional dependency: ``pip install
+        'matfree-hessian[progress]'``) counting iterations up to ``maxiter``,
+        with the relative residual :math:`\|g + (A+\lambda I)p\|/\|g\|` as
+        ``rel_res`` (already on the host each iteration; refreshed at most
+        ten times a second).
 
     Returns
     -------
@@ -1008,6 +1107,8 @@ def steihaug_cg(A, g, radius, *, damping=0.0, M=None, rtol=1e-6, atol=0.0, maxit
         ``radius`` not positive and finite; shape mismatches; NaN/Inf in ``g``.
     TypeError
         Bad types or arrays of another library.
+    ImportError
+        ``progress=True`` without tqdm installed.
 
     See Also
     --------
@@ -1059,8 +1160,12 @@ def steihaug_cg(A, g, radius, *, damping=0.0, M=None, rtol=1e-6, atol=0.0, maxit
     maxiter = _maxiter(maxiter, n)
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable or None, got {type(callback).__name__}")
+    progress = _check_progress(progress)
     M = _preconditioner(M, A, xp, dtype, dev)
-    return _steihaug(A, g, radius, shift, M, rtol, atol, maxiter, callback, xp, dtype)
+    return _with_progress(
+        progress, maxiter, "steihaug_cg", _steihaug,
+        A, g, radius, shift, M, rtol, atol, maxiter, callback, xp, dtype,
+    )
 
 
 def _boundary_roots(ss, sd, dd, radius):
@@ -1076,8 +1181,9 @@ def _boundary_roots(ss, sd, dd, radius):
     return tau_pos, tau_neg
 
 
-def _steihaug(A, g, radius, shift, M, rtol, atol, maxiter, callback, xp, dtype):
+def _steihaug(A, g, radius, shift, M, rtol, atol, maxiter, callback, xp, dtype, bar):
     gnorm = math.sqrt(float(_sqnorm(xp, g)))
+    inv_gnorm = float(_inverse(gnorm))
     tol = max(atol, rtol * gnorm)
     info = {"radius": radius, "damping": shift, "tol": tol}
     s = xp.zeros_like(g)
@@ -1177,6 +1283,8 @@ def _steihaug(A, g, radius, shift, M, rtol, atol, maxiter, callback, xp, dtype):
         rho_prev, sd_prev, dd_prev, alpha_prev = rho, sd, dd, alpha
         it += 1
         history.append(math.sqrt(rr))
+        if bar is not None:
+            bar.step(history[-1] * inv_gnorm)
         if callback is not None:
             callback(s)
     return finish(s, status, model)
@@ -1187,7 +1295,10 @@ def _steihaug(A, g, radius, shift, M, rtol, atol, maxiter, callback, xp, dtype):
 # ======================================================================
 
 
-def minres(A, b, shift=0.0, *, M=None, x0=None, rtol=1e-6, atol=0.0, maxiter=None, callback=None):
+def minres(
+    A, b, shift=0.0, *, M=None, x0=None, rtol=1e-6, atol=0.0, maxiter=None, callback=None,
+    progress=False,
+):
     r"""MINRES (Paige-Saunders) for symmetric, possibly indefinite :math:`(A + \sigma I)x = b`.
 
     Minimises the residual norm over the Krylov space with one product per
@@ -1219,6 +1330,13 @@ def minres(A, b, shift=0.0, *, M=None, x0=None, rtol=1e-6, atol=0.0, maxiter=Non
     callback : callable, optional
         ``callback(x)`` after every iteration (the solver's own array,
         updated in place later: copy it to keep it).
+    progress : bool
+        Show a tqdm progress bar (optional dependency: ``pip install
+        'matfree-hessian[progress]'``) counting iterations up to ``maxiter``,
+        with the relative residual estimate :math:`\bar\phi_k/\|b\|` (in
+        the :math:`M`-norm when preconditioned) as ``rel_res``; it is a
+        host scalar of the recurrence, so the bar costs no synchronisation
+        (refreshed at most ten times a second).
 
     Returns
     -------
@@ -1240,6 +1358,8 @@ def minres(A, b, shift=0.0, *, M=None, x0=None, rtol=1e-6, atol=0.0, maxiter=Non
         bad tolerances.
     TypeError
         Bad types or arrays of another library.
+    ImportError
+        ``progress=True`` without tqdm installed.
 
     See Also
     --------
@@ -1283,12 +1403,16 @@ def minres(A, b, shift=0.0, *, M=None, x0=None, rtol=1e-6, atol=0.0, maxiter=Non
     maxiter = _maxiter(maxiter, 5 * n)
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable or None, got {type(callback).__name__}")
+    progress = _check_progress(progress)
     M = _preconditioner(M, A, xp, dtype, dev)
     x0 = _x0(x0, b, xp, dtype, dev)
-    return _minres(A, b, shift, M, x0, rtol, atol, maxiter, callback, xp, dtype)
+    return _with_progress(
+        progress, maxiter, "minres", _minres,
+        A, b, shift, M, x0, rtol, atol, maxiter, callback, xp, dtype,
+    )
 
 
-def _minres(A, b, shift, M, x, rtol, atol, maxiter, callback, xp, dtype):
+def _minres(A, b, shift, M, x, rtol, atol, maxiter, callback, xp, dtype, bar):
     eps = float(xp.finfo(dtype).eps)
     info = {"shift": shift}
     num_matvecs = 0
@@ -1337,6 +1461,7 @@ def _minres(A, b, shift, M, x, rtol, atol, maxiter, callback, xp, dtype):
             return done("non_finite", 0, str(err))
     tol = max(atol, rtol * bnorm)
     info["tol"] = tol
+    inv_bnorm = float(_inverse(bnorm))
     beta1 = math.sqrt(beta1)
     history.append(beta1)
     if beta1 <= tol:
@@ -1415,6 +1540,8 @@ def _minres(A, b, shift, M, x, rtol, atol, maxiter, callback, xp, dtype):
         x, w = _minres_update(x, v, w1, w2, oldeps, delta, gamma, phi)
         gmax, gmin = max(gmax, gamma), min(gmin, gamma)
         history.append(phibar)
+        if bar is not None:
+            bar.step(phibar * inv_bnorm)
         if callback is not None:
             callback(x)
         if phibar <= tol:

@@ -1,15 +1,18 @@
 """The command line: reports, JSON, plots, and one-line errors with exit code 2."""
 
+import inspect
+import io
 import json
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
 import scipy.io
 import scipy.sparse as sp
 
-from matfree.cli import main
+from matfree.cli import _progress_kw, main
 
 FAST = ["--trace-matvecs", "20", "--probes", "6", "--steps", "20", "-k", "3"]
 
@@ -96,6 +99,135 @@ def test_progress_flag(tmp_path, spd, capsys):
     np.save(tmp_path / "h.npy", spd[0])
     assert main(["analyze", str(tmp_path / "h.npy"), *FAST, "--progress"]) == 0
     assert "damped CG" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- progress bars
+
+
+class _Bars:
+    """A fake ``tqdm.auto`` recording the description of every bar opened."""
+
+    def __init__(self):
+        self.descs = []
+        bars = self
+
+        class Tqdm:
+            def __init__(self, desc="", **kwargs):
+                bars.descs.append(desc)
+
+            def set_postfix(self, postfix, refresh=True):
+                pass
+
+            def update(self, n=1):
+                pass
+
+            def close(self):
+                pass
+
+        self.module = types.ModuleType("tqdm.auto")
+        self.module.tqdm = Tqdm
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+@pytest.fixture
+def bars(monkeypatch):
+    pytest.importorskip("tqdm")  # the CLI looks for the real package before it shows bars
+    fake = _Bars()
+    monkeypatch.setitem(sys.modules, "tqdm.auto", fake.module)
+    return fake
+
+
+@pytest.fixture
+def npy(tmp_path, spd):
+    np.save(tmp_path / "h.npy", spd[0])
+    return str(tmp_path / "h.npy")
+
+
+@pytest.mark.parametrize(
+    ("tty", "flags", "shown"),
+    [
+        (True, [], True),  # default on a terminal: bars
+        (False, [], False),  # default when piped: none
+        (True, ["--json"], False),  # JSON output: none
+        (True, ["--no-progress"], False),
+        (False, ["--progress"], True),
+    ],
+)
+def test_progress_default_follows_the_terminal(npy, bars, monkeypatch, capsys, tty, flags, shown):
+    monkeypatch.setattr(sys, "stderr", _Terminal() if tty else io.StringIO())
+    assert main(["analyze", npy, *FAST, *flags]) == 0
+    assert ("cg" in bars.descs) is shown
+    if not shown:
+        assert bars.descs == []
+
+
+def test_progress_reaches_every_step_that_accepts_it(npy, bars, monkeypatch, capsys):
+    """eigsh, SLQ and trace get progress=True when their signature has it, and nothing otherwise."""
+    import matfree
+
+    # the modules (matfree.lanczos and matfree.trace are also names of functions in matfree)
+    lanczos, spectral = sys.modules["matfree.lanczos"], sys.modules["matfree.spectral"]
+    seen = {}
+    real_eigsh, real_trace, RealSLQ = lanczos.eigsh, matfree.trace, spectral.SLQ
+    accepts = {name: "progress" in inspect.signature(f).parameters
+               for name, f in [("eigsh", real_eigsh), ("trace", real_trace), ("SLQ", RealSLQ)]}
+
+    def strip(name, kwargs):
+        seen[name] = kwargs.get("progress")
+        if not accepts[name]:
+            kwargs.pop("progress", None)
+        return kwargs
+
+    def eigsh(A, k=6, *, progress=False, **kwargs):
+        return real_eigsh(A, k, **strip("eigsh", {"progress": progress, **kwargs}))
+
+    def trace(A, *, progress=False, **kwargs):
+        return real_trace(A, **strip("trace", {"progress": progress, **kwargs}))
+
+    class SLQ(RealSLQ):
+        def __init__(self, A, *, progress=False, **kwargs):
+            super().__init__(A, **strip("SLQ", {"progress": progress, **kwargs}))
+
+    monkeypatch.setattr(lanczos, "eigsh", eigsh)
+    monkeypatch.setattr(matfree, "trace", trace)
+    monkeypatch.setattr(spectral, "SLQ", SLQ)
+    assert main(["analyze", npy, *FAST, "--progress"]) == 0
+    assert seen == {"eigsh": True, "trace": True, "SLQ": True}
+    assert "cg" in bars.descs
+
+    # callees without the parameter are called without it (the real ones, before the merge)
+    seen.clear()
+    monkeypatch.setattr(sys, "stderr", _Terminal())
+    assert main(["analyze", npy, *FAST, "--no-progress"]) == 0
+    assert seen == {"eigsh": False, "trace": False, "SLQ": False}
+
+
+def test_progress_kw_asks_the_signature():
+    def with_it(a, *, progress=False):
+        pass
+
+    def without(a, **kwargs):
+        pass
+
+    assert _progress_kw(with_it, True) == {"progress": True}
+    assert _progress_kw(with_it, False) == {}
+    assert _progress_kw(without, True) == {}  # **kwargs alone is not a promise
+    assert _progress_kw(len, True) == {}
+
+
+def test_progress_without_tqdm(npy, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "tqdm", None)
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)
+    assert main(["analyze", npy, *FAST, "--progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--progress needs tqdm" in err and "pip install" in err
+    # on a terminal the default quietly goes without bars
+    monkeypatch.setattr(sys, "stderr", _Terminal())
+    assert main(["analyze", npy, *FAST]) == 0
 
 
 def test_bad_option_exit_2(capsys):
