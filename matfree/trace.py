@@ -160,6 +160,7 @@ class _Plan:
     tolerance: _Tolerance | None
     max_matvecs: int | None
     block: int
+    block_given: bool = False
 
     @property
     def adaptive(self):
@@ -227,12 +228,12 @@ def _plan(n, method, rule, args, *, adaptive_ok=True):
         z = NormalDist().inv_cdf(0.5 + confidence / 2.0)
         tol = _Tolerance(rtol or 0.0, atol or 0.0, z)
         block = block_size if block_size is not None else _ADAPTIVE_BLOCK
-        return _Plan(None, tol, max_matvecs, _fit_block(block, n))
+        return _Plan(None, tol, max_matvecs, _fit_block(block, n), block_size is not None)
     if num_matvecs is None:
         num_matvecs = _largest_valid(min(n, _DEFAULT_BUDGET), rule)
     _check_budget("num_matvecs", num_matvecs, n, method, rule)
     block = block_size if block_size is not None else _default_block(n, num_matvecs)
-    return _Plan(num_matvecs, None, None, block)
+    return _Plan(num_matvecs, None, None, block, block_size is not None)
 
 
 def _largest_valid(m, rule):
@@ -263,13 +264,15 @@ def _default_block(n, budget):
 
 
 def _dispatch_chunk(plan, width):
-    """Columns per work item of an executor: about two items per worker, at most a block.
+    """Columns per work item of an executor: a block, or about two items per worker.
 
     The probe blocks themselves (what is drawn from ``rng`` at once and merged
     into the statistics at once) do not depend on the executor, so neither do
-    the probes: an executor changes only how many columns each product gets.
+    the probes.  A block is split further only when ``block_size`` was left
+    to its default (so a fixed budget, one block, is shared out); this changes
+    only how many columns each product gets.
     """
-    if width <= 1 or plan.adaptive:  # an adaptive round is already one block per worker
+    if width <= 1 or plan.adaptive or plan.block_given:  # adaptive: a round is a block per worker
         return plan.block
     return max(1, min(plan.block, -(-plan.budget // (2 * width))))
 
