@@ -1106,14 +1106,15 @@ def trace(
         products ``A @ Ω``) in parallel: a ``ThreadPoolExecutor``, or
         ``dask.distributed.Client.get_executor()`` for worker processes (the
         operator is pickled with each block: see :doc:`distributed`).  All
-        probes are drawn from ``rng`` before dispatch and combined in order,
-        so the estimate depends on ``rng`` and ``block_size`` only, not on the
-        executor: with the same ``block_size`` it equals the serial one bit
-        for bit for a deterministic product.  Without ``block_size`` a fixed
-        budget is split into about two blocks per worker (serially it is one
-        block), which changes the result only by rounding.  An adaptive run
-        dispatches one round of blocks (one per worker) between checks; blocks
-        of the last round past the stopping point are counted in
+        probes are drawn from ``rng`` in the blocks of the serial run, before
+        dispatch, and combined in order, so the probes and the statistics do
+        not depend on the executor: with ``block_size`` given, each block is
+        one work item and the estimate equals the serial one bit for bit (for
+        a deterministic product); with the default, the single block of a
+        fixed budget is split into column chunks (about two per worker), which
+        changes the result only by the rounding of the products.  An adaptive
+        run dispatches one round of blocks (one per worker) between checks;
+        blocks of a round past the stopping point are counted in
         ``num_matvecs`` but not used.  ``num_matvecs`` counts the products
         dispatched (products in other processes do not reach the operator's
         own counters).  An exception in a worker keeps its type, with a note

@@ -685,12 +685,12 @@ def test_executor_errors_keep_their_type_and_name_the_block(pool):
 
 
 def test_progress_bar_over_the_budget(fake_tqdm):
-    A = hvp_operator_np = matfree.from_hvp(lambda v: 2.0 * v, size=30, batched=lambda V: 2.0 * V)
+    A = matfree.from_hvp(lambda v: 2.0 * v, size=30, batched=lambda V: 2.0 * V)
     est = trace(A, method="xtrace", num_matvecs=12, rng=0, progress=True)
     (bar,) = fake_tqdm
     assert bar.total == 12 and bar.n == est.num_matvecs == 12 and bar.closed
     assert bar.desc == "trace (xtrace)" and bar.unit == "matvec"
-    trace(hvp_operator_np, method="xtrace", num_matvecs=12, rng=0)  # progress=False: no bar
+    trace(A, method="xtrace", num_matvecs=12, rng=0)  # progress=False: no bar
     assert len(fake_tqdm) == 1
 
 
