@@ -506,6 +506,33 @@ def test_map_ordered_error_names_item(request, where):
             executor.shutdown()
 
 
+@pytest.mark.parametrize("where", ["serial", "threads"])
+def test_map_ordered_reports_results_in_order_and_counts_from_offset(where, np_rng):
+    from matfree._parallel import executor_width
+
+    items = [(i, np_rng.standard_normal((N, 2))) for i in range(6)]
+    seen = []
+    executor = cf.ThreadPoolExecutor(max_workers=3) if where == "threads" else None
+    try:
+        got = map_ordered(_block_product, items, executor, on_result=lambda i, r: seen.append((i, r)))
+        assert [i for i, _ in seen] == list(range(6))  # in item order, whatever finished first
+        assert all(np.array_equal(r, g) for (_, r), g in zip(seen, got))
+        with pytest.raises(matfree.NonFiniteError) as info:
+            map_ordered(_raise_on_two, items[:4], executor, what="probe block", offset=10)
+        assert "raised while evaluating probe block 12 of 14" in info.value.__notes__
+        assert executor_width(executor) == (3 if executor else 1)
+    finally:
+        if executor is not None:
+            executor.shutdown()
+
+
+def test_executor_width_of_a_dask_client(client):
+    from matfree._parallel import executor_width
+
+    assert executor_width(client.get_executor(pure=False)) == 2  # 2 workers x 1 thread
+    assert executor_width(object()) == 2  # unknown: a guess of 2
+
+
 def test_map_ordered_validation_and_timeout():
     with pytest.raises(TypeError, match="executor must be a concurrent.futures.Executor"):
         map_ordered(abs, [1], executor="dask")
