@@ -32,10 +32,10 @@ from __future__ import annotations
 import concurrent.futures as cf
 import time
 
-__all__ = ["map_ordered"]
+__all__ = ["map_ordered", "executor_width", "check_executor"]
 
 
-def map_ordered(fn, items, executor=None, *, timeout=None, what="work item"):
+def map_ordered(fn, items, executor=None, *, timeout=None, what="work item", offset=0, on_result=None):
     """``[fn(item) for item in items]``, serially or through ``executor``.
 
     Parameters
@@ -52,6 +52,13 @@ def map_ordered(fn, items, executor=None, *, timeout=None, what="work item"):
         ``None`` waits forever).
     what : str
         Name of one item in messages (``"probe block"``).
+    offset : int
+        Number of items of the same kind dispatched before these (in earlier
+        rounds): messages count items from ``offset``.
+    on_result : callable, optional
+        ``on_result(index, result)`` is called in the calling thread for each
+        result in item order, as soon as it and all earlier ones are in (to
+        advance a progress bar); its exceptions propagate.
 
     Returns
     -------
@@ -80,29 +87,67 @@ def map_ordered(fn, items, executor=None, *, timeout=None, what="work item"):
     [3, 1, 2]
     """
     items = list(items)
+    check_executor(executor)
+    if timeout is not None:
+        timeout = float(timeout)
+        if not timeout > 0.0:
+            raise ValueError(f"timeout={timeout} must be > 0 (or None to wait forever)")
+    label = _Label(what, offset, len(items))
+    if executor is None:
+        results = []
+        for i, item in enumerate(items):
+            results.append(_call_serial(fn, item, label(i)))
+            if on_result is not None:
+                on_result(i, results[-1])
+        return results
+    return _map_executor(fn, items, executor, timeout, label, on_result)
+
+
+def check_executor(executor):
+    """Raise ``TypeError`` unless ``executor`` is ``None`` or has a ``submit`` method."""
     if executor is not None and not callable(getattr(executor, "submit", None)):
         raise TypeError(
             f"executor must be a concurrent.futures.Executor (an object with submit()), "
             f"got {type(executor).__name__}; use e.g. dask.distributed.Client.get_executor()"
         )
-    if timeout is not None:
-        timeout = float(timeout)
-        if not timeout > 0.0:
-            raise ValueError(f"timeout={timeout} must be > 0 (or None to wait forever)")
+    return executor
+
+
+def executor_width(executor):
+    """How many items ``executor`` runs at once, where it says so (else 2).
+
+    ``ThreadPoolExecutor``/``ProcessPoolExecutor``: ``max_workers``; the
+    executor of a Dask client: the total number of worker threads.
+    """
     if executor is None:
-        return [_call_serial(fn, item, i, len(items), what) for i, item in enumerate(items)]
-    return _map_executor(fn, items, executor, timeout, what)
+        return 1
+    width = getattr(executor, "_max_workers", None)
+    client = getattr(executor, "_client", None)
+    if width is None and client is not None and callable(getattr(client, "nthreads", None)):
+        try:
+            width = sum(client.nthreads().values())
+        except Exception:  # noqa: BLE001 - a closed or odd client: use the fallback
+            width = None
+    return max(1, int(width)) if isinstance(width, int) and width > 0 else 2
 
 
-def _call_serial(fn, item, index, count, what):
+class _Label:
+    def __init__(self, what, offset, count):
+        self.what, self.offset, self.count = what, int(offset), int(count)
+
+    def __call__(self, index):
+        return f"{self.what} {self.offset + index} of {self.offset + self.count}"
+
+
+def _call_serial(fn, item, label):
     try:
         return fn(item)
     except Exception as err:
-        _add_note(err, f"raised while evaluating {what} {index} of {count}")
+        _add_note(err, f"raised while evaluating {label}")
         raise
 
 
-def _map_executor(fn, items, executor, timeout, what):
+def _map_executor(fn, items, executor, timeout, label, on_result):
     futures, results = [], []
     deadline = None if timeout is None else time.monotonic() + timeout
     try:
@@ -114,12 +159,14 @@ def _map_executor(fn, items, executor, timeout, what):
                 results.append(future.result(timeout=remaining))
             except (cf.TimeoutError, TimeoutError):
                 raise TimeoutError(
-                    f"{what} {index} of {len(items)} (and possibly later ones) did not "
+                    f"{label(index)} (and possibly later ones) did not "
                     f"finish within timeout={timeout} s"
                 ) from None
             except Exception as err:
-                _add_note(err, f"raised while evaluating {what} {index} of {len(items)}")
+                _add_note(err, f"raised while evaluating {label(index)}")
                 raise
+            if on_result is not None:
+                on_result(index, results[-1])
     finally:
         if len(results) < len(items):
             for future in futures:  # stop what has not started; finished ones ignore it

@@ -21,12 +21,14 @@ Backends: NumPy, CuPy, PyTorch, JAX and array-api-strict operators.
 from __future__ import annotations
 
 from matfree import _backend as B
+from matfree._parallel import check_executor
 from matfree.results import Estimate
 from matfree.trace import (
     _as_operator,
     _check_args,
     _check_method,
     _check_probes,
+    _check_progress,
     _exact,
     _exact_estimate,
     _finish,
@@ -34,11 +36,11 @@ from matfree.trace import (
     _growth,
     _history_entry,
     _loo_directions,
-    _make_setup,
     _mean_and_stderr,
     _nystrom_core,
     _plan,
     _Rule,
+    _run,
     _run_probe_blocks,
     _scalar,
     _Sketch,
@@ -193,6 +195,8 @@ def diagonal(
     confidence=0.95,
     use_exact=True,
     rng=None,
+    executor=None,
+    progress=False,
 ) -> Estimate:
     r"""Estimate the diagonal of a square operator, with a standard error per entry.
 
@@ -230,6 +234,14 @@ def diagonal(
         products; ``False`` estimates anyway.
     rng : None, int, numpy.random.Generator or backend generator
         Source of the probes.
+    executor : concurrent.futures.Executor, optional
+        Evaluates independent probe blocks (Hutchinson) or the column blocks
+        of the sketch products (XDiag, XNysDiag) in parallel, with the serial
+        result for the same ``block_size`` (see :func:`matfree.trace.trace`).
+    progress : bool
+        Show a tqdm progress bar over the budget (over ``max_matvecs`` with
+        the current estimate's norm and relative standard error in an
+        adaptive run).
 
     Returns
     -------
@@ -244,7 +256,9 @@ def diagonal(
         Non-square ``A``; a budget above ``n`` or invalid for the method;
         ``"xnysdiag"`` on an operator whose Nyström core is indefinite.
     TypeError
-        Arguments of the wrong type.
+        Arguments of the wrong type (an ``executor`` without ``submit``).
+    ImportError
+        ``progress=True`` without tqdm installed.
     matfree.NonFiniteError
         The operator returned NaN or Inf.
 
@@ -299,13 +313,15 @@ def diagonal(
     A = _as_operator(A, "diagonal")
     kind = _check_probes(probes, "rademacher")
     args = _check_args(num_matvecs, rtol, atol, max_matvecs, block_size, confidence)
+    executor, progress = check_executor(executor), _check_progress(progress)
     if use_exact:
         exact = _exact(A.diagonal)
         if exact is not None:
             xp = A.xp if A.xp is not None else B.namespace(exact)
             return _exact_estimate(xp, exact, method, "A.diagonal()")
     plan = _plan(int(A.shape[0]), method, _DIAGONAL_RULES[method], args)
-    setup = _make_setup(A, kind, plan.block, rng)
-    value, stderr, met, info = _DIAGONAL_IMPLS[method](setup, plan)
+    setup, value, stderr, met, info = _run(
+        _DIAGONAL_IMPLS[method], A, kind, plan, rng, executor, progress, f"diagonal ({method})"
+    )
     return _finish(setup, method, value, stderr, plan, met, info)
 

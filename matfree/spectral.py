@@ -25,13 +25,17 @@ on the operator's device; the ``m x m`` eigenproblems are solved on the host).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import numbers
+import warnings
 from typing import Any
 
 import numpy as np
 
 from matfree import _backend as B
+from matfree._parallel import check_executor, executor_width, map_ordered
+from matfree._progress import progress_bar
 from matfree.lanczos import (
     _check_int,
     _lanczos_columns,
@@ -184,6 +188,25 @@ class SLQ:
         1996, Ubaru et al. 2017).  ``"full"`` costs ``O(n p m^2)`` flops.
     accumulate_dtype : dtype or {"float32", "float64"}, optional
         Dtype of the recurrence (``float64`` with a ``float32`` operator).
+    block_size : int, optional
+        Probes per Lanczos block: the probes of a block advance together
+        through ``A.matmat``, blocks run one after another (or in parallel
+        through ``executor``).  Default: all probes in one block serially,
+        about two blocks per worker with an executor.
+    executor : concurrent.futures.Executor, optional
+        Runs the Lanczos blocks in parallel: a ``ThreadPoolExecutor`` or
+        ``dask.distributed.Client.get_executor()`` (the operator is pickled
+        with each block; see :doc:`distributed`).  All probes are drawn from
+        ``rng`` before dispatch and the blocks are combined in order, so with
+        the same ``block_size`` the result equals the serial one bit for bit
+        for a deterministic product (with the default blocks, to rounding).
+        ``num_matvecs`` is the sum of the products reported by the blocks.
+        An exception in a block keeps its type, with a note naming it.
+    progress : bool
+        Show a tqdm progress bar (optional dependency) over the
+        ``num_probes * num_steps`` products; the one-call functions
+        :func:`trace_function` and :func:`logdet` show the running estimate
+        ± standard error of the blocks finished so far.
 
     Attributes
     ----------
@@ -198,7 +221,8 @@ class SLQ:
         Products spent (all of them at construction).
     info : dict
         ``num_steps_requested``, ``clipped``, ``breakdowns`` (probes whose
-        Krylov space became invariant: their quadrature is exact), ``reorth``.
+        Krylov space became invariant: their quadrature is exact), ``reorth``,
+        ``block_size``, ``num_blocks``.
 
     Notes
     -----
@@ -251,7 +275,28 @@ class SLQ:
         rng=None,
         reorth="none",
         accumulate_dtype=None,
+        block_size=None,
+        executor=None,
+        progress=False,
     ):
+        self._build(
+            A, num_probes, num_steps, probes, rng, reorth, accumulate_dtype,
+            block_size, executor, progress,
+        )
+
+    @classmethod
+    def _running(cls, f, A, num_probes, num_steps, probes, rng, reorth, accumulate_dtype,
+                 block_size, executor, progress):
+        """An :class:`SLQ` whose progress bar shows the running estimate of ``tr f(A)``."""
+        self = cls.__new__(cls)
+        self._build(
+            A, num_probes, num_steps, probes, rng, reorth, accumulate_dtype,
+            block_size, executor, progress, running=f,
+        )
+        return self
+
+    def _build(self, A, num_probes, num_steps, probes, rng, reorth, accumulate_dtype,
+               block_size, executor, progress, running=None):
         op = _symmetric_operator(A)
         n = op.shape[0]
         num_probes = _check_int(num_probes, "num_probes", 1)
@@ -262,17 +307,31 @@ class SLQ:
             )
         if reorth not in ("none", "full", "partial"):
             raise ValueError(f"reorth={reorth!r} is not known; expected 'none', 'full' or 'partial'")
+        executor = check_executor(executor)
+        if not isinstance(progress, bool):
+            raise TypeError(f"progress must be True or False, got {type(progress).__name__}")
+        block = _probe_block(block_size, num_probes, executor)
         requested = num_steps
         clipped = num_steps > n
         m = min(num_steps, n)
         xp, dev = _namespace_of(op)
         op_dtype, acc = _working_dtypes(xp, op, None, accumulate_dtype)
         rs = B.random_state(rng, xp, dev)
-        Z = rs.probes(probes, (n, num_probes), acc)  # columns are probes
+        Z = rs.probes(probes, (n, num_probes), acc)  # columns are probes, all drawn before dispatch
         norms2 = xp.sum(Z * Z, axis=0)
-        alpha, beta, _, _, lengths, brk, nmv, _ = _lanczos_columns(
-            op, Z, m, reorth, False, op_dtype, acc, xp, dev
+        run = functools.partial(
+            _lanczos_block, m=m, reorth=reorth, op_dtype=op_dtype, acc=acc, xp=xp, dev=dev
         )
+        blocks = [Z[:, s : min(s + block, num_probes)] for s in range(0, num_probes, block)]
+        with progress_bar(progress, total=num_probes * m, desc="SLQ") as bar:
+            watch = _Watch(bar if progress else None, running, norms2, blocks, xp, dev, acc)
+            # serially the bar follows every Lanczos step; from other workers, every block
+            counted = _CountingOperator(op, watch.bar) if progress and executor is None else op
+            results = map_ordered(
+                functools.partial(run, counted), blocks, executor, what="probe block",
+                on_result=functools.partial(watch.block_done, advance=executor is not None),
+            )
+        alpha, beta, lengths, brk, nmv = _join_blocks(xp, results)
         nodes, weights = _gauss_rules(alpha, beta, lengths)
         self.xp = xp
         self.device = dev
@@ -294,7 +353,11 @@ class SLQ:
             "reorth": reorth,
             "probes": probes,
             "accumulate_dtype": B.dtype_name(acc),
+            "block_size": block,
+            "num_blocks": len(blocks),
         }
+        if executor is not None:
+            self.info["executor"] = type(executor).__name__
 
     # -------------------------------------------------------------- basics
     @property
@@ -494,6 +557,106 @@ class SLQ:
 # ======================================================================
 
 
+def _probe_block(block_size, num_probes, executor):
+    """Probes per Lanczos block: all of them serially, about two blocks per worker with an executor."""
+    if block_size is not None:
+        return _check_int(block_size, "block_size", 1)
+    width = executor_width(executor)
+    if width <= 1:
+        return num_probes
+    return max(1, -(-num_probes // (2 * width)))
+
+
+def _lanczos_block(op, Z, *, m, reorth, op_dtype, acc, xp, dev):
+    """The Lanczos coefficients of one block of probes (a work item: independent of the others)."""
+    alpha, beta, _, _, lengths, brk, nmv, _ = _lanczos_columns(
+        op, Z, m, reorth, False, op_dtype, acc, xp, dev
+    )
+    return alpha, beta, lengths, brk, nmv
+
+
+def _join_blocks(xp, results):
+    """Stack the blocks' coefficients (zero-padded to the longest run) in probe order."""
+    if len(results) == 1:
+        return results[0]
+    width = max(int(r[0].shape[1]) for r in results)
+
+    def padded(a):
+        short = width - int(a.shape[1])
+        if short == 0:
+            return a
+        zeros = xp.zeros((int(a.shape[0]), short), dtype=a.dtype, device=B.device(a))
+        return xp.concat([a, zeros], axis=1)
+
+    alpha = xp.concat([padded(r[0]) for r in results], axis=0)
+    beta = xp.concat([padded(r[1]) for r in results], axis=0)
+    lengths = np.concatenate([r[2] for r in results])
+    brk = np.concatenate([r[3] for r in results])
+    return alpha, beta, lengths, brk, sum(int(r[4]) for r in results)
+
+
+class _CountingOperator:
+    """``op`` whose products advance a progress bar (serial runs only: it is not pickled)."""
+
+    def __init__(self, op, bar):
+        self.op, self.bar = op, bar
+
+    def matvec(self, v):
+        w = self.op.matvec(v)
+        self.bar.update(1)
+        return w
+
+    def matmat(self, V):
+        W = self.op.matmat(V)
+        self.bar.update(int(V.shape[1]))
+        return W
+
+
+class _Watch:
+    """Progress of an SLQ run: products done, and the running estimate of ``tr f(A)``."""
+
+    def __init__(self, bar, f, norms2, blocks, xp, dev, acc):
+        self.bar, self.f, self.xp, self.dev, self.acc = bar, f, xp, dev, acc
+        self.norms2 = norms2
+        self.starts = np.cumsum([0] + [int(Z.shape[1]) for Z in blocks])
+        self.samples = []
+
+    def block_done(self, index, result, *, advance):
+        if self.bar is None:
+            return
+        alpha, beta, lengths, _, nmv = result
+        postfix = {}
+        if self.f is not None:
+            postfix = self._running_estimate(index, alpha, beta, lengths)
+        self.bar.update(int(nmv) if advance else 0, **postfix)
+
+    def _running_estimate(self, index, alpha, beta, lengths):
+        """``mean ± stderr`` of the samples of the blocks done so far (display only)."""
+        xp = self.xp
+        nodes, weights = _gauss_rules(alpha, beta, lengths)
+        nodes_x = _to_device(xp, self.dev, nodes, self.acc)
+        weights_x = _to_device(xp, self.dev, weights, self.acc)
+        lo, hi = int(self.starts[index]), int(self.starts[index + 1])
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # e.g. log of a node <= 0: reported later
+                fx = self.f(nodes_x)
+                fx = xp.where(weights_x > 0, fx, xp.zeros_like(fx))
+                s = self.norms2[lo:hi] * xp.sum(weights_x * fx, axis=-1)
+            self.samples.extend(float(v) for v in B.to_numpy(s))
+        except Exception:  # noqa: BLE001 - the display must never break a run
+            return {}
+        vals = np.asarray(self.samples)
+        if vals.size < 2 or not np.all(np.isfinite(vals)):
+            return {"probes": vals.size}
+        se = float(np.std(vals, ddof=1) / math.sqrt(vals.size))
+        return {"estimate": f"{vals.mean():.6g} ± {se:.2g}", "probes": vals.size}
+
+
+def _log(t):
+    return B.namespace(t).log(t)
+
+
 def _eps_of(dtype):
     return float(np.finfo(B.dtype_name(dtype)).eps)
 
@@ -609,7 +772,18 @@ def _density_from(slq, grid, bandwidth, kernel, num_points):
 # ======================================================================
 
 def trace_function(
-    A, f, *, num_probes=30, num_steps=30, probes="rademacher", rng=None, reorth="none", accumulate_dtype=None
+    A,
+    f,
+    *,
+    num_probes=30,
+    num_steps=30,
+    probes="rademacher",
+    rng=None,
+    reorth="none",
+    accumulate_dtype=None,
+    block_size=None,
+    executor=None,
+    progress=False,
 ):
     r"""Estimate :math:`\operatorname{tr} f(A)` by stochastic Lanczos quadrature.
 
@@ -633,6 +807,13 @@ def trace_function(
         Reorthogonalisation of the Lanczos runs (see :class:`SLQ`).
     accumulate_dtype : dtype or {"float32", "float64"}, optional
         Dtype of the recurrence.
+    block_size : int, optional
+        Probes per Lanczos block (see :class:`SLQ`).
+    executor : concurrent.futures.Executor, optional
+        Runs the Lanczos blocks in parallel with the serial result (see
+        :class:`SLQ`).
+    progress : bool
+        Show a tqdm progress bar over the products with the running estimate ± standard error.
 
     Returns
     -------
@@ -678,14 +859,27 @@ def trace_function(
     >>> round(float(est.value), 6), round(float(np.exp(d).sum()), 6)  # Rademacher on a diagonal: exact
     (68.875804, 68.875804)
     """
-    slq = SLQ(
-        A, num_probes, num_steps, probes=probes, rng=rng, reorth=reorth, accumulate_dtype=accumulate_dtype
+    if not callable(f):
+        raise TypeError(f"f must be callable, got {type(f).__name__}")
+    slq = SLQ._running(
+        f, A, num_probes, num_steps, probes, rng, reorth, accumulate_dtype,
+        block_size, executor, progress,
     )
     return slq.trace_function(f, name=getattr(f, "__name__", None))
 
 
 def logdet(
-    A, *, num_probes=30, num_steps=30, probes="rademacher", rng=None, reorth="none", accumulate_dtype=None
+    A,
+    *,
+    num_probes=30,
+    num_steps=30,
+    probes="rademacher",
+    rng=None,
+    reorth="none",
+    accumulate_dtype=None,
+    block_size=None,
+    executor=None,
+    progress=False,
 ):
     r"""Estimate :math:`\log\det A` of a symmetric positive definite operator by SLQ.
 
@@ -705,6 +899,13 @@ def logdet(
         Reorthogonalisation of the Lanczos runs (see :class:`SLQ`).
     accumulate_dtype : dtype or {"float32", "float64"}, optional
         Dtype of the recurrence.
+    block_size : int, optional
+        Probes per Lanczos block (see :class:`SLQ`).
+    executor : concurrent.futures.Executor, optional
+        Runs the Lanczos blocks in parallel with the serial result (see
+        :class:`SLQ`).
+    progress : bool
+        Show a tqdm progress bar over the products with the running estimate ± standard error.
 
     Returns
     -------
@@ -751,8 +952,9 @@ def logdet(
     >>> bool(abs(float(est.value) - exact) < 4 * float(est.stderr))
     True
     """
-    slq = SLQ(
-        A, num_probes, num_steps, probes=probes, rng=rng, reorth=reorth, accumulate_dtype=accumulate_dtype
+    slq = SLQ._running(
+        _log, A, num_probes, num_steps, probes, rng, reorth, accumulate_dtype,
+        block_size, executor, progress,
     )
     return slq.logdet()
 
@@ -770,6 +972,9 @@ def spectral_density(
     rng=None,
     reorth="none",
     accumulate_dtype=None,
+    block_size=None,
+    executor=None,
+    progress=False,
 ):
     r"""Smoothed spectral density (density of states) of a symmetric operator by SLQ.
 
@@ -798,6 +1003,13 @@ def spectral_density(
         Reorthogonalisation of the Lanczos runs (see :class:`SLQ`).
     accumulate_dtype : dtype or {"float32", "float64"}, optional
         Dtype of the recurrence.
+    block_size : int, optional
+        Probes per Lanczos block (see :class:`SLQ`).
+    executor : concurrent.futures.Executor, optional
+        Runs the Lanczos blocks in parallel with the serial result (see
+        :class:`SLQ`).
+    progress : bool
+        Show a tqdm progress bar over the products.
 
     Returns
     -------
@@ -842,7 +1054,9 @@ def spectral_density(
     1.0
     """
     slq = SLQ(
-        A, num_probes, num_steps, probes=probes, rng=rng, reorth=reorth, accumulate_dtype=accumulate_dtype
+        A, num_probes, num_steps, probes=probes, rng=rng, reorth=reorth,
+        accumulate_dtype=accumulate_dtype, block_size=block_size, executor=executor,
+        progress=progress,
     )
     return slq.density(grid, bandwidth, kernel=kernel, num_points=num_points)
 
@@ -858,6 +1072,9 @@ def rank(
     rng=None,
     reorth="none",
     accumulate_dtype=None,
+    block_size=None,
+    executor=None,
+    progress=False,
 ):
     r"""Estimate the numerical rank of a symmetric operator by SLQ of a step function.
 
@@ -882,6 +1099,13 @@ def rank(
         Reorthogonalisation of the Lanczos runs (see :class:`SLQ`).
     accumulate_dtype : dtype or {"float32", "float64"}, optional
         Dtype of the recurrence.
+    block_size : int, optional
+        Probes per Lanczos block (see :class:`SLQ`).
+    executor : concurrent.futures.Executor, optional
+        Runs the Lanczos blocks in parallel with the serial result (see
+        :class:`SLQ`).
+    progress : bool
+        Show a tqdm progress bar over the products.
 
     Returns
     -------
@@ -930,6 +1154,8 @@ def rank(
     (5.0, True)
     """
     slq = SLQ(
-        A, num_probes, num_steps, probes=probes, rng=rng, reorth=reorth, accumulate_dtype=accumulate_dtype
+        A, num_probes, num_steps, probes=probes, rng=rng, reorth=reorth,
+        accumulate_dtype=accumulate_dtype, block_size=block_size, executor=executor,
+        progress=progress,
     )
     return slq.rank(threshold, rtol)

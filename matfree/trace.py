@@ -37,6 +37,7 @@ array stays in the operator's namespace and on its device.
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import math
 import numbers
@@ -44,6 +45,8 @@ from statistics import NormalDist
 from typing import Any, Callable
 
 from matfree import _backend as B
+from matfree._parallel import check_executor, executor_width, map_ordered
+from matfree._progress import progress_bar
 from matfree.operators import (
     Dense,
     Diagonal,
@@ -157,6 +160,7 @@ class _Plan:
     tolerance: _Tolerance | None
     max_matvecs: int | None
     block: int
+    block_given: bool = False
 
     @property
     def adaptive(self):
@@ -224,12 +228,12 @@ def _plan(n, method, rule, args, *, adaptive_ok=True):
         z = NormalDist().inv_cdf(0.5 + confidence / 2.0)
         tol = _Tolerance(rtol or 0.0, atol or 0.0, z)
         block = block_size if block_size is not None else _ADAPTIVE_BLOCK
-        return _Plan(None, tol, max_matvecs, _fit_block(block, n))
+        return _Plan(None, tol, max_matvecs, _fit_block(block, n), block_size is not None)
     if num_matvecs is None:
         num_matvecs = _largest_valid(min(n, _DEFAULT_BUDGET), rule)
     _check_budget("num_matvecs", num_matvecs, n, method, rule)
     block = block_size if block_size is not None else _default_block(n, num_matvecs)
-    return _Plan(num_matvecs, None, None, block)
+    return _Plan(num_matvecs, None, None, block, block_size is not None)
 
 
 def _largest_valid(m, rule):
@@ -259,6 +263,20 @@ def _default_block(n, budget):
     return max(1, min(budget, _BLOCK_ENTRIES // max(n, 1)))
 
 
+def _dispatch_chunk(plan, width):
+    """Columns per work item of an executor: a block, or about two items per worker.
+
+    The probe blocks themselves (what is drawn from ``rng`` at once and merged
+    into the statistics at once) do not depend on the executor, so neither do
+    the probes.  A block is split further only when ``block_size`` was left
+    to its default (so a fixed budget, one block, is shared out); this changes
+    only how many columns each product gets.
+    """
+    if width <= 1 or plan.adaptive or plan.block_given:  # adaptive: a round is a block per worker
+        return plan.block
+    return max(1, min(plan.block, -(-plan.budget // (2 * width))))
+
+
 def _fit_block(block, n):
     return max(1, min(block, _BLOCK_ENTRIES // max(n, 1)))
 
@@ -281,6 +299,57 @@ class _Setup:
     kind: str
     block: int
     spent: int = 0
+    executor: Any = None
+    bar: Any = None
+    chunk: int = 0
+    blocks_dispatched: int = 0
+
+    def __getstate__(self):
+        # What a worker needs to evaluate a probe block: the operator and its
+        # namespace.  The random state, executor and progress bar stay here.
+        return {**self.__dict__, "rs": None, "executor": None, "bar": None}
+
+    @property
+    def width(self):
+        """Probe blocks evaluated at once (1 without an executor)."""
+        return executor_width(self.executor)
+
+    def count(self, k, *, bar=True):
+        """Count ``k`` products spent (and advance the progress bar unless ``bar=False``)."""
+        self.spent += int(k)
+        if bar:
+            self.advance(k)
+
+    def advance(self, k):
+        """Advance the progress bar (if any) by ``k`` products."""
+        if self.bar is not None:
+            self.bar.update(int(k))
+
+    def chunks(self, V):
+        """The column chunks of ``V`` that an executor evaluates as separate work items."""
+        k, c = int(V.shape[1]), self.chunk
+        return [V[:, s : min(s + c, k)] for s in range(0, k, c)]
+
+    def dispatch(self, fn, blocks, what):
+        """``fn`` on the column chunks of each block through the executor, reassembled per block.
+
+        Returns one result per block, the chunk results concatenated along
+        the last axis in order; the progress bar advances as chunks finish.
+        """
+        items, owner = [], []
+        for i, V in enumerate(blocks):
+            parts = self.chunks(V)
+            items += parts
+            owner += [i] * len(parts)
+        results = map_ordered(
+            fn, items, self.executor, what=what, offset=self.blocks_dispatched,
+            on_result=lambda j, _: self.advance(items[j].shape[1]),
+        )
+        self.blocks_dispatched += len(items)
+        grouped = [[] for _ in blocks]
+        for i, r in zip(owner, results):
+            grouped[i].append(r)
+        return [g[0] if len(g) == 1 else self.xp.concat(g, axis=-1) for g in grouped]
 
     def probes(self, k):
         """A fresh ``(n, k)`` block of probes of ``self.kind``."""
@@ -295,13 +364,34 @@ class _Setup:
         return _apply_blocks(self.A, self.xp, V, self.block, transpose=transpose)
 
     def apply(self, V, *, transpose=False):
-        """``A @ V`` (``A.T @ V``) in column blocks of ``self.block``, counted and checked."""
-        W = self.product(V, transpose=transpose)
-        self.spent += int(V.shape[1])
+        """``A @ V`` (``A.T @ V``) in column blocks of ``self.block``, counted and checked.
+
+        With an executor the column blocks are evaluated through it and
+        concatenated in order, which gives the serial result.
+        """
+        k = int(V.shape[1])
+        if self.executor is None:
+            W = self.product(V, transpose=transpose)
+            self.count(k)
+            return W
+        fn = _TransposedProduct(self) if transpose else self.product
+        blocks = [V[:, s : min(s + self.block, k)] for s in range(0, k, self.block)]
+        W = self.xp.concat(self.dispatch(fn, blocks, "column block"), axis=1)
+        self.count(k, bar=False)
         return W
 
 
-def _make_setup(A, kind, block, rng):
+@dataclasses.dataclass(frozen=True)
+class _TransposedProduct:
+    """``Aᵀ V`` of a setup, as a picklable callable (a work item for an executor)."""
+
+    setup: _Setup
+
+    def __call__(self, V):
+        return self.setup.product(V, transpose=True)
+
+
+def _make_setup(A, kind, block, rng, executor=None, bar=None, chunk=None):
     if A.xp is None or A.dtype is None:
         raise TypeError(
             f"{type(A).__name__} has no array namespace or dtype, so probes cannot be "
@@ -309,7 +399,8 @@ def _make_setup(A, kind, block, rng):
         )
     xp = A.xp
     rs = B.random_state(rng, xp, A.device)
-    return _Setup(A, xp, A.dtype, A.device, int(A.shape[1]), rs, kind, block)
+    chunk = block if chunk is None else chunk
+    return _Setup(A, xp, A.dtype, A.device, int(A.shape[1]), rs, kind, block, 0, executor, bar, chunk)
 
 
 def _apply_blocks(A, xp, V, block, *, transpose=False):
@@ -382,16 +473,44 @@ def _run_probe_blocks(setup, samples_fn, num_probes, check=None):
     to get the same result as this loop.  With ``check(moments) -> bool`` the
     loop stops after the first block at which it returns ``True``.
 
+    With ``setup.executor`` the blocks go through it: all at once for a fixed
+    number of probes, ``setup.width`` blocks per round with ``check``.  Every
+    probe is drawn before its round is dispatched and the moments are merged
+    (and ``check`` called) block by block in order, so the estimate is that of
+    the serial loop bit for bit.  Blocks of a round that follow the one at
+    which ``check`` stopped are computed but not used; their products are
+    counted (they were spent).
+
     Returns ``(moments, num_probes_used, stopped_by_check)``.
     """
+    if setup.executor is not None:
+        return _run_probe_blocks_parallel(setup, samples_fn, num_probes, check)
     mom = None
     used = 0
     for Z in _probe_blocks(setup, num_probes):
         mom = _merge(mom, _moments(setup.xp, samples_fn(Z)))
         used += int(Z.shape[1])
-        setup.spent += int(Z.shape[1])
+        setup.count(int(Z.shape[1]))
         if check is not None and mom.count >= 2 and check(mom):
             return mom, used, True
+    return mom, used, False
+
+
+def _run_probe_blocks_parallel(setup, samples_fn, num_probes, check):
+    """:func:`_run_probe_blocks` through ``setup.executor``, one round of blocks at a time."""
+    mom, used, remaining = None, 0, num_probes
+    per_round = num_probes if check is None else setup.width * setup.block
+    while remaining > 0:
+        blocks = list(_probe_blocks(setup, min(remaining, per_round)))  # drawn before dispatch
+        remaining -= sum(int(Z.shape[1]) for Z in blocks)
+        results = setup.dispatch(samples_fn, blocks, "probe chunk")
+        for i, (Z, samples) in enumerate(zip(blocks, results)):
+            mom = _merge(mom, _moments(setup.xp, samples))
+            used += int(Z.shape[1])
+            setup.count(int(Z.shape[1]), bar=False)
+            if check is not None and mom.count >= 2 and check(mom):
+                setup.count(sum(int(W.shape[1]) for W in blocks[i + 1 :]), bar=False)
+                return mom, used, True
     return mom, used, False
 
 
@@ -420,8 +539,39 @@ def _scalar(x):
     return float(x)
 
 
+#: progress bar of the estimation run in progress in this thread (see :func:`_running`)
+_ACTIVE_BAR = contextvars.ContextVar("matfree_trace_bar", default=None)
+
+
 def _history_entry(spent, value, stderr):
-    return {"num_matvecs": int(spent), "value": _scalar(value), "stderr": _scalar(stderr)}
+    """One entry of an adaptive run's history; also shown on the run's progress bar."""
+    entry = {"num_matvecs": int(spent), "value": _scalar(value), "stderr": _scalar(stderr)}
+    bar = _ACTIVE_BAR.get()
+    if bar is not None:
+        scale = abs(entry["value"])
+        rel = entry["stderr"] / scale if scale > 0 else math.inf
+        bar.update(0, estimate=entry["value"], rel_stderr=rel)
+    return entry
+
+
+def _check_progress(progress):
+    if not isinstance(progress, bool):
+        raise TypeError(f"progress must be True or False, got {type(progress).__name__}")
+    return progress
+
+
+def _run(impl, A, kind, plan, rng, executor, progress, desc):
+    """``impl(setup, plan)`` with the run's setup, executor and progress bar (closed afterwards)."""
+    total = plan.budget if plan.budget is not None else plan.max_matvecs
+    with progress_bar(progress, total=total, desc=desc) as bar:
+        chunk = _dispatch_chunk(plan, executor_width(executor))
+        setup = _make_setup(A, kind, plan.block, rng, executor, bar if progress else None, chunk)
+        token = _ACTIVE_BAR.set(bar if progress else None)
+        try:
+            value, stderr, met, info = impl(setup, plan)
+        finally:
+            _ACTIVE_BAR.reset(token)
+    return setup, value, stderr, met, info
 
 
 def _exact(fn):
@@ -458,6 +608,8 @@ def _finish(setup, method, value, stderr, plan, converged, info):
     else:
         status, converged = "budget", True
     info = {"probes": setup.kind, "block_size": setup.block, **info}
+    if setup.executor is not None:
+        info["executor"] = type(setup.executor).__name__
     return Estimate(
         value=setup.xp.asarray(value),
         stderr=setup.xp.asarray(stderr),
@@ -898,6 +1050,8 @@ def trace(
     confidence=0.95,
     use_exact=True,
     rng=None,
+    executor=None,
+    progress=False,
 ):
     r"""Estimate the trace of a square operator from matrix-vector products.
 
@@ -947,6 +1101,28 @@ def trace(
     rng : None, int, numpy.random.Generator or backend generator
         Source of the probes (SPEC 7), drawn on the operator's device in its
         dtype.  The same seed gives the same result on the same backend.
+    executor : concurrent.futures.Executor, optional
+        Evaluates independent probe blocks (and the column blocks of sketch
+        products ``A @ Ω``) in parallel: a ``ThreadPoolExecutor``, or
+        ``dask.distributed.Client.get_executor()`` for worker processes (the
+        operator is pickled with each block: see :doc:`distributed`).  All
+        probes are drawn from ``rng`` in the blocks of the serial run, before
+        dispatch, and combined in order, so the probes and the statistics do
+        not depend on the executor: with ``block_size`` given, each block is
+        one work item and the estimate equals the serial one bit for bit (for
+        a deterministic product); with the default, the single block of a
+        fixed budget is split into column chunks (about two per worker), which
+        changes the result only by the rounding of the products.  An adaptive
+        run dispatches one round of blocks (one per worker) between checks;
+        blocks of a round past the stopping point are counted in
+        ``num_matvecs`` but not used.  ``num_matvecs`` counts the products
+        dispatched (products in other processes do not reach the operator's
+        own counters).  An exception in a worker keeps its type, with a note
+        naming the probe block.
+    progress : bool
+        Show a tqdm progress bar (optional dependency) over the budget, or
+        over ``max_matvecs`` in an adaptive run with the current estimate and
+        relative standard error.
 
     Returns
     -------
@@ -967,7 +1143,9 @@ def trace(
         probe kind; ``"xnystrace"`` on an operator whose Nyström core
         :math:`\Omega^\top A\Omega` is indefinite (so ``A`` is not PSD).
     TypeError
-        Arguments of the wrong type.
+        Arguments of the wrong type (an ``executor`` without ``submit``).
+    ImportError
+        ``progress=True`` without tqdm installed.
     matfree.NonFiniteError
         The operator returned NaN or Inf.
 
@@ -1052,6 +1230,7 @@ def trace(
     A = _as_operator(A, "trace")
     kind = _check_probes(probes, "sphere" if method in ("xtrace", "xnystrace") else "rademacher")
     args = _check_args(num_matvecs, rtol, atol, max_matvecs, block_size, confidence)
+    executor, progress = check_executor(executor), _check_progress(progress)
     if use_exact:
         exact = _exact(A.trace)
         if exact is not None:
@@ -1059,8 +1238,10 @@ def trace(
             return _exact_estimate(xp, exact, method, "A.trace()")
     n = int(A.shape[0])
     plan = _plan(n, method, _TRACE_RULES[method], args, adaptive_ok=method != "na_hutchpp")
-    setup = _make_setup(A, kind, plan.block, rng)
-    value, stderr, met, info = _TRACE_IMPLS[method](setup, plan)
+    impl = _TRACE_IMPLS[method]
+    setup, value, stderr, met, info = _run(
+        impl, A, kind, plan, rng, executor, progress, f"trace ({method})"
+    )
     return _finish(setup, method, value, stderr, plan, met, info)
 
 
@@ -1100,6 +1281,8 @@ def frobenius_norm(
     confidence=0.95,
     use_exact=True,
     rng=None,
+    executor=None,
+    progress=False,
 ):
     r"""Estimate the Frobenius norm :math:`\|A\|_F` of an operator (Hutchinson on :math:`A^\top A`).
 
@@ -1129,6 +1312,11 @@ def frobenius_norm(
         ``LowRank``, ``Identity`` and their scalings) give the norm exactly.
     rng : None, int, numpy.random.Generator or backend generator
         Source of the probes.
+    executor : concurrent.futures.Executor, optional
+        Evaluates the probe blocks in parallel, with the serial result (see
+        :func:`trace`).
+    progress : bool
+        Show a tqdm progress bar (see :func:`trace`).
 
     Returns
     -------
@@ -1181,18 +1369,32 @@ def frobenius_norm(
     A = _as_operator(A, "frobenius_norm", square=False)
     kind = _check_probes(probes, "rademacher")
     args = _check_args(num_matvecs, rtol, atol, max_matvecs, block_size, confidence)
+    executor, progress = check_executor(executor), _check_progress(progress)
     if use_exact:
         exact = _exact_frobenius(A)
         if exact is not None:
             return _exact_estimate(A.xp, exact, "hutchinson", "entries of A")
     n = int(A.shape[1])
     plan = _plan(n, "hutchinson", _Rule(2, 1, "two probes are needed for a standard error"), args)
-    setup = _make_setup(A, kind, plan.block, rng)
-    xp = setup.xp
+    setup, value, se, met, info = _run(
+        _frobenius_hutchinson, A, kind, plan, rng, executor, progress, "frobenius_norm"
+    )
+    return _finish(setup, "hutchinson", value, se, plan, met, info)
 
-    def samples(Z):
-        W = setup.product(Z)
-        return xp.sum(W * W, axis=0)
+
+@dataclasses.dataclass(frozen=True)
+class _SquaredNormSamples:
+    """Per-probe samples ``‖A z‖²`` of a probe block (a picklable work item)."""
+
+    setup: _Setup
+
+    def __call__(self, Z):
+        W = self.setup.product(Z)
+        return self.setup.xp.sum(W * W, axis=0)
+
+
+def _frobenius_hutchinson(setup, plan):
+    xp = setup.xp
 
     def norm_and_stderr(mom):
         sq = mom.mean
@@ -1200,6 +1402,7 @@ def frobenius_norm(
         safe = xp.where(value > 0, value, xp.ones_like(value))
         return value, mom.stderr(xp) / (2.0 * safe)
 
+    samples = _SquaredNormSamples(setup)
     history = []
     if plan.adaptive:
         tol = plan.tolerance
@@ -1216,4 +1419,4 @@ def frobenius_norm(
     info = {"num_probes": used, "squared": mom.mean, "squared_stderr": mom.stderr(xp)}
     if plan.adaptive:
         info["history"] = history
-    return _finish(setup, "hutchinson", value, se, plan, met, info)
+    return value, se, met, info

@@ -239,3 +239,37 @@ def test_hessian_diagonal_approximation_uses_the_estimator():
     D = matfree.diagonal_approximation(A, method="xnysdiag", num_matvecs=10, rng=0)
     assert isinstance(D, matfree.Diagonal)
     np.testing.assert_allclose(to_np(D.d), np.diag(M), atol=1e-10)
+
+
+# ----------------------------------------------------------------------
+# executors (issue #9) and progress bars (issue #8)
+# ----------------------------------------------------------------------
+
+from test_trace import fake_tqdm, pool, same_estimate  # noqa: E402, F401 - shared fixtures
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_executor_threads_give_the_serial_estimate_bit_for_bit(case, method, pool):
+    M = rotated(spectrum("pow1", 30)) + 0.05 * np.eye(30)
+    A = hvp_operator(case, M)
+    for kw in (dict(num_matvecs=12, block_size=5), dict(rtol=1e-6, max_matvecs=20, block_size=4)):
+        serial = diagonal(A, method=method, rng=3, **kw)
+        threads = diagonal(A, method=method, rng=3, executor=pool, **kw)
+        same_estimate(serial, threads)
+        assert threads.num_matvecs == serial.num_matvecs
+    serial = diagonal(A, method=method, num_matvecs=12, rng=3)
+    threads = diagonal(A, method=method, num_matvecs=12, rng=3, executor=pool)
+    case.close(threads.value, to_np(serial.value), rtol=100 * case.eps, atol=100 * case.eps)
+
+
+def test_diagonal_progress_bar(fake_tqdm):
+    d = np.linspace(1.0, 2.0, 30)
+    A = matfree.from_hvp(lambda v: d * v, size=30, batched=lambda V: d[:, None] * V)
+    est = diagonal(A, "xdiag", rtol=1e-9, max_matvecs=24, block_size=4, rng=0, progress=True)
+    (bar,) = fake_tqdm
+    assert bar.total == 24 and bar.n == est.num_matvecs and bar.closed
+    assert bar.desc == "diagonal (xdiag)" and "rel_stderr" in bar.postfixes[-1]
+    with pytest.raises(TypeError, match="progress must be True or False, got int"):
+        diagonal(A, progress=1)
+    with pytest.raises(TypeError, match="executor must be a concurrent.futures.Executor"):
+        diagonal(A, executor=4)

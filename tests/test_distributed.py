@@ -506,6 +506,33 @@ def test_map_ordered_error_names_item(request, where):
             executor.shutdown()
 
 
+@pytest.mark.parametrize("where", ["serial", "threads"])
+def test_map_ordered_reports_results_in_order_and_counts_from_offset(where, np_rng):
+    from matfree._parallel import executor_width
+
+    items = [(i, np_rng.standard_normal((N, 2))) for i in range(6)]
+    seen = []
+    executor = cf.ThreadPoolExecutor(max_workers=3) if where == "threads" else None
+    try:
+        got = map_ordered(_block_product, items, executor, on_result=lambda i, r: seen.append((i, r)))
+        assert [i for i, _ in seen] == list(range(6))  # in item order, whatever finished first
+        assert all(np.array_equal(r, g) for (_, r), g in zip(seen, got))
+        with pytest.raises(matfree.NonFiniteError) as info:
+            map_ordered(_raise_on_two, items[:4], executor, what="probe block", offset=10)
+        assert "raised while evaluating probe block 12 of 14" in info.value.__notes__
+        assert executor_width(executor) == (3 if executor else 1)
+    finally:
+        if executor is not None:
+            executor.shutdown()
+
+
+def test_executor_width_of_a_dask_client(client):
+    from matfree._parallel import executor_width
+
+    assert executor_width(client.get_executor(pure=False)) == 2  # 2 workers x 1 thread
+    assert executor_width(object()) == 2  # unknown: a guess of 2
+
+
 def test_map_ordered_validation_and_timeout():
     with pytest.raises(TypeError, match="executor must be a concurrent.futures.Executor"):
         map_ordered(abs, [1], executor="dask")
@@ -514,6 +541,62 @@ def test_map_ordered_validation_and_timeout():
     with cf.ThreadPoolExecutor(max_workers=1) as pool:
         with pytest.raises(TimeoutError, match=r"work item 0 of 3 .*timeout=0.05 s"):
             map_ordered(time.sleep, [0.3, 0.3, 0.3], pool, timeout=0.05)
+
+
+# ================================================ distributed probing
+def _bounded(fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` with the wait bounded by ``WAIT`` seconds."""
+    with cf.ThreadPoolExecutor(max_workers=1) as runner:
+        return runner.submit(fn, *args, **kwargs).result(timeout=WAIT)
+
+
+def test_estimators_on_dask_workers_match_serial(client, np_rng):
+    """Probe blocks (and sketch column blocks) run on 2 worker processes; the estimate is the serial one.
+
+    The operator (a closure over a small matrix) is pickled with each block.
+    """
+    from matfree.diagonal import diagonal
+    from matfree.spectral import SLQ
+    from matfree.trace import trace
+
+    n = 30
+    M = _shard_matrix(1, n, 21) + 0.1 * np.eye(n)
+    A = matfree.from_hvp(lambda v: M @ v, size=n, batched=lambda V: M @ V)
+    dask_exec = client.get_executor(pure=False)
+    for method, kw in [
+        ("hutchinson", dict(num_matvecs=20, block_size=5)),
+        ("xtrace", dict(num_matvecs=20)),
+        ("hutchinson", dict(rtol=1e-3, max_matvecs=30, block_size=5)),
+    ]:
+        serial = trace(A, method=method, rng=3, **kw)
+        remote = _bounded(trace, A, method=method, rng=3, executor=dask_exec, **kw)
+        np.testing.assert_allclose(float(remote), float(serial), rtol=1e-13)
+        np.testing.assert_allclose(float(remote.stderr), float(serial.stderr), rtol=1e-12)
+        assert remote.num_matvecs == serial.num_matvecs and remote.info["executor"] == "ClientExecutor"
+    serial = diagonal(A, "xdiag", 20, block_size=4, rng=3)
+    remote = _bounded(diagonal, A, "xdiag", 20, block_size=4, rng=3, executor=dask_exec)
+    np.testing.assert_allclose(remote.value, serial.value, rtol=1e-12, atol=1e-14)
+    serial = SLQ(A, num_probes=6, num_steps=5, block_size=2, rng=3)
+    remote = _bounded(SLQ, A, num_probes=6, num_steps=5, block_size=2, rng=3, executor=dask_exec)
+    np.testing.assert_allclose(to_np(remote.nodes), to_np(serial.nodes), rtol=1e-12)
+    np.testing.assert_allclose(float(remote.logdet().value), float(serial.logdet().value), rtol=1e-12)
+    assert remote.num_matvecs == serial.num_matvecs == 30
+
+
+def test_estimator_error_on_a_dask_worker_keeps_its_type(client):
+    from matfree.trace import trace
+
+    def batched(V):
+        W = 1.0 * V
+        if V.shape[1] == 2:  # the last of the blocks 4 + 4 + 2
+            W[0, 0] = np.nan
+        return W
+
+    A = matfree.from_hvp(lambda v: v, size=12, batched=batched)
+    dask_exec = client.get_executor(pure=False)
+    with pytest.raises(matfree.NonFiniteError, match="NaN or Inf") as info:
+        _bounded(trace, A, "hutchinson", 10, block_size=4, rng=0, executor=dask_exec)
+    assert "raised while evaluating probe chunk 2 of 3" in info.value.__notes__
 
 
 # ====================================================== worker faults (last)

@@ -310,3 +310,72 @@ def test_bad_input(np_rng):
     with pytest.raises(ValueError, match="A is not symmetric"):
         logdet(np.triu(np.ones((4, 4))) + np.eye(4))
     assert "SLQ(n=10, num_probes=3" in repr(SLQ(M, num_probes=3, num_steps=4, rng=0))
+
+
+# ------------------------------------------- executors and progress bars
+
+from test_trace import fake_tqdm, pool  # noqa: E402, F401 - shared fixtures
+
+
+@pytest.mark.parametrize("reorth", ["none", "partial"])
+def test_executor_threads_give_the_serial_quadrature_bit_for_bit(case, reorth, pool, np_rng):
+    M = _with_spectrum(np_rng, np.linspace(0.5, 3.0, 30))
+    A = case.asarray(M)
+    kw = dict(num_probes=8, num_steps=6, rng=5, reorth=reorth, block_size=3)
+    serial = SLQ(A, **kw)
+    threads = SLQ(A, executor=pool, **kw)
+    assert np.array_equal(to_np(serial.nodes), to_np(threads.nodes))
+    assert np.array_equal(to_np(serial.weights), to_np(threads.weights))
+    assert threads.num_matvecs == serial.num_matvecs == 48
+    assert threads.info["num_blocks"] == 3 and threads.info["executor"] == "ThreadPoolExecutor"
+    # default blocks: one serially, about two per worker with the executor
+    one, split = SLQ(A, num_probes=8, num_steps=6, rng=5), SLQ(A, num_probes=8, num_steps=6, rng=5, executor=pool)
+    assert one.info["num_blocks"] == 1 and split.info["num_blocks"] == 4
+    case.close(split.logdet().value, to_np(one.logdet().value), rtol=1e3 * case.eps, atol=0)
+
+
+def test_one_call_functions_take_an_executor(pool, np_rng):
+    M = _with_spectrum(np_rng, np.concatenate([np.zeros(10), np.linspace(1.0, 2.0, 20)]))
+    kw = dict(num_probes=6, num_steps=8, rng=1, block_size=2)
+    P = M + np.eye(30)
+    assert float(logdet(P, executor=pool, **kw).value) == float(logdet(P, **kw).value)
+    assert float(trace_function(M, np.exp, executor=pool, **kw).value) == float(
+        trace_function(M, np.exp, **kw).value
+    )
+    assert float(rank(M, executor=pool, **kw).value) == float(rank(M, **kw).value)
+    np.testing.assert_array_equal(
+        spectral_density(M, executor=pool, **kw).values, spectral_density(M, **kw).values
+    )
+
+
+def test_an_error_in_a_block_names_it(pool):
+    def hvp(V):
+        W = 2.0 * V
+        if V.shape[1] == 2:  # the last block of 3 + 3 + 2 probes
+            W[0, 0] = np.inf
+        return W
+
+    A = matfree.from_hvp(lambda v: 2.0 * v, size=20, batched=hvp)
+    for executor in (None, pool):
+        with pytest.raises(matfree.NonFiniteError) as info:
+            SLQ(A, num_probes=8, num_steps=4, block_size=3, rng=0, executor=executor)
+        assert "raised while evaluating probe block 2 of 3" in info.value.__notes__
+    with pytest.raises(TypeError, match="executor must be a concurrent.futures.Executor"):
+        SLQ(A, 4, 4, executor=object())
+    with pytest.raises(TypeError, match="progress must be True or False"):
+        logdet(A, progress=None)
+
+
+def test_progress_bar_shows_the_running_estimate(fake_tqdm, pool, np_rng):
+    M = _with_spectrum(np_rng, np.linspace(1.0, 2.0, 30))
+    for executor in (None, pool):
+        est = logdet(M, num_probes=6, num_steps=5, block_size=2, rng=0, progress=True, executor=executor)
+        bar = fake_tqdm[-1]
+        assert bar.total == 30 and bar.n == est.num_matvecs == 30 and bar.closed
+        assert bar.desc == "SLQ" and len(bar.postfixes) == 3  # one per block
+        value, _, se = bar.postfixes[-1]["estimate"].partition(" ± ")
+        assert float(value) == pytest.approx(float(est.value), rel=1e-5)
+        assert float(se) == pytest.approx(float(est.stderr), rel=0.05)
+        assert bar.postfixes[-1]["probes"] == 6
+    SLQ(M, 4, 3, rng=0, progress=True)  # the class: a bar over the products, no estimate
+    assert fake_tqdm[-1].n == 12 and fake_tqdm[-1].postfixes == []

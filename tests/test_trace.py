@@ -568,3 +568,151 @@ def test_to_np_helper_roundtrip(case):
     est = trace(A, num_matvecs=10, rng=0)
     assert type(est.value) is type(case.asarray(0.0))
     assert np.isfinite(to_np(est.value))
+
+
+# ----------------------------------------------------------------------
+# executors (issue #9) and progress bars (issue #8)
+# ----------------------------------------------------------------------
+
+
+class FakeTqdm:
+    """Records what a progress bar was asked to show (stands in for ``tqdm.auto.tqdm``)."""
+
+    def __init__(self, total=None, desc="", unit="", **kwargs):
+        self.total, self.desc, self.unit = total, desc, unit
+        self.n, self.postfixes, self.closed = 0, [], False
+
+    def update(self, n=1):
+        self.n += n
+
+    def set_postfix(self, postfix, refresh=True):
+        self.postfixes.append(dict(postfix))
+
+    def close(self):
+        self.closed = True
+
+
+@pytest.fixture
+def fake_tqdm(monkeypatch):
+    """The bars made while the test runs (``progress=True`` gets a :class:`FakeTqdm`)."""
+    import types
+
+    bars = []
+    module = types.ModuleType("tqdm.auto")
+
+    def make(*args, **kwargs):
+        bars.append(FakeTqdm(*args, **kwargs))
+        return bars[-1]
+
+    module.tqdm = make
+    monkeypatch.setitem(__import__("sys").modules, "tqdm.auto", module)
+    return bars
+
+
+@pytest.fixture(scope="module")
+def pool():
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=3) as executor:
+        yield executor
+
+
+def same_estimate(a, b):
+    """Bitwise equal values and standard errors."""
+    assert np.array_equal(to_np(a.value), to_np(b.value))
+    assert np.array_equal(to_np(a.stderr), to_np(b.stderr))
+    assert a.status == b.status and a.converged == b.converged
+
+
+def test_executor_threads_give_the_serial_estimate_bit_for_bit(pool):
+    M = rotated(spectrum("pow1", 40)) + 0.05 * np.eye(40)
+    A = matfree.from_hvp(lambda v: M @ v, size=40, batched=lambda V: M @ V)
+    for method in METHODS:
+        runs = [dict(num_matvecs=24, block_size=5), dict(num_matvecs=24)]
+        if method != "na_hutchpp":
+            runs.append(dict(rtol=1e-3, max_matvecs=40, block_size=4))
+        for kw in runs:
+            serial = trace(A, method=method, rng=7, **kw)
+            threads = trace(A, method=method, rng=7, executor=pool, **kw)
+            if "block_size" in kw:
+                same_estimate(serial, threads)
+            else:  # products split into other column chunks: equal to rounding
+                np.testing.assert_allclose(float(threads), float(serial), rtol=1e-12)
+            assert threads.num_matvecs == serial.num_matvecs
+            assert threads.info["executor"] == "ThreadPoolExecutor"
+    serial = frobenius_norm(A, 24, block_size=5, use_exact=False, rng=2)
+    same_estimate(serial, frobenius_norm(A, 24, block_size=5, use_exact=False, rng=2, executor=pool))
+
+
+def test_executor_on_every_backend(case, pool):
+    M = rotated(spectrum("pow1", 30))
+    A = hvp_operator(case, M)
+    for method in ("hutchinson", "xtrace"):
+        serial = trace(A, method=method, num_matvecs=12, block_size=3, rng=4)
+        same_estimate(serial, trace(A, method=method, num_matvecs=12, block_size=3, rng=4, executor=pool))
+    serial = frobenius_norm(A, 8, block_size=3, rng=1)
+    same_estimate(serial, frobenius_norm(A, 8, block_size=3, rng=1, executor=pool))
+
+
+def test_adaptive_rounds_count_the_blocks_past_the_stop(pool):
+    """A round holds one block per worker; blocks after the stopping block are spent, not used."""
+    d = np.linspace(1.0, 2.0, 60)
+    A = matfree.from_hvp(lambda v: d * v, size=60, batched=lambda V: d[:, None] * V)
+    kw = dict(method="hutchinson", atol=1e3, block_size=4, rng=0)  # met at the first check
+    serial = trace(A, **kw)
+    threads = trace(A, executor=pool, **kw)
+    same_estimate(serial, threads)
+    assert serial.num_matvecs == 4 and threads.info["num_probes"] == 4
+    assert threads.num_matvecs == 3 * 4  # the round of 3 blocks was dispatched
+    assert threads.info["history"] == serial.info["history"]
+
+
+def test_executor_errors_keep_their_type_and_name_the_block(pool):
+    def hvp(V):
+        W = V.copy()
+        if V.shape[1] == 2:  # the last chunk of 5 + 5 + 2 probes
+            W[0, 0] = np.nan
+        return W
+
+    A = matfree.from_hvp(lambda v: v, size=20, batched=hvp)
+    with pytest.raises(matfree.NonFiniteError, match="NaN or Inf") as info:
+        trace(A, "hutchinson", 12, block_size=5, rng=0, executor=pool)
+    assert "raised while evaluating probe chunk 2 of 3" in info.value.__notes__
+    with pytest.raises(TypeError, match="executor must be a concurrent.futures.Executor"):
+        trace(A, "hutchinson", 12, executor="dask")
+    with pytest.raises(TypeError, match="progress must be True or False, got str"):
+        frobenius_norm(A, 12, progress="yes")
+
+
+def test_progress_bar_over_the_budget(fake_tqdm):
+    A = matfree.from_hvp(lambda v: 2.0 * v, size=30, batched=lambda V: 2.0 * V)
+    est = trace(A, method="xtrace", num_matvecs=12, rng=0, progress=True)
+    (bar,) = fake_tqdm
+    assert bar.total == 12 and bar.n == est.num_matvecs == 12 and bar.closed
+    assert bar.desc == "trace (xtrace)" and bar.unit == "matvec"
+    trace(A, method="xtrace", num_matvecs=12, rng=0)  # progress=False: no bar
+    assert len(fake_tqdm) == 1
+
+
+@pytest.mark.parametrize("method", ["hutchinson", "hutchpp", "xtrace", "xnystrace"])
+def test_progress_bar_of_an_adaptive_run_shows_the_relative_stderr(fake_tqdm, method, pool):
+    M = rotated(spectrum("pow1", 40)) + 0.1 * np.eye(40)
+    A = matfree.from_hvp(lambda v: M @ v, size=40, batched=lambda V: M @ V)
+    for executor in (None, pool):
+        est = trace(A, method=method, rtol=1e-9, max_matvecs=36, block_size=4, rng=1,
+                    progress=True, executor=executor)
+        bar = fake_tqdm[-1]
+        assert bar.total == 36 and bar.n == est.num_matvecs and bar.closed
+        last, entry = bar.postfixes[-1], est.info["history"][-1]
+        assert set(last) == {"estimate", "rel_stderr"}
+        assert float(last["rel_stderr"]) == pytest.approx(entry["stderr"] / abs(entry["value"]), rel=1e-2)
+
+
+def test_progress_with_real_tqdm_and_without_tqdm(capsys, monkeypatch):
+    pytest.importorskip("tqdm")
+    A = matfree.from_hvp(lambda v: v, size=20, batched=lambda V: V)
+    frobenius_norm(A, rtol=1e-9, max_matvecs=20, block_size=5, rng=0, progress=True)
+    assert "frobenius_norm" in capsys.readouterr().err
+    monkeypatch.setitem(__import__("sys").modules, "tqdm.auto", None)  # as if not installed
+    with pytest.raises(ImportError, match=r"progress=True needs tqdm; install it with pip install"):
+        trace(A, "hutchinson", 10, rng=0, progress=True)
