@@ -30,6 +30,7 @@ This module is private: the public entry points are the estimators'
 from __future__ import annotations
 
 import concurrent.futures as cf
+import functools
 import time
 
 __all__ = ["map_ordered", "executor_width", "check_executor"]
@@ -150,6 +151,8 @@ def _call_serial(fn, item, label):
 def _map_executor(fn, items, executor, timeout, label, on_result):
     futures, results = [], []
     deadline = None if timeout is None else time.monotonic() + timeout
+    if isinstance(executor, cf.ProcessPoolExecutor):
+        fn = _by_cloudpickle(fn)
     try:
         for item in items:
             futures.append(executor.submit(fn, item))
@@ -172,6 +175,31 @@ def _map_executor(fn, items, executor, timeout, label, on_result):
             for future in futures:  # stop what has not started; finished ones ignore it
                 future.cancel()
     return results
+
+
+def _by_cloudpickle(fn):
+    """``fn`` wrapped so that a ``ProcessPoolExecutor`` can ship it.
+
+    The standard pickle refuses what the estimators submit (closures over an
+    operator that holds its array-namespace module, users' lambdas);
+    cloudpickle (a dependency of Dask) serialises them, and modules by
+    reference.  The payload is made once and reused for every item.
+    """
+    try:
+        import cloudpickle
+    except ImportError:
+        raise ImportError(
+            "a ProcessPoolExecutor needs cloudpickle to ship the operator and the work "
+            "items (closures) to its processes; pip install cloudpickle (it comes with "
+            "the 'dask' extra)"
+        ) from None
+    return functools.partial(_call_pickled, cloudpickle.dumps(fn))
+
+
+def _call_pickled(payload, item):
+    import pickle
+
+    return pickle.loads(payload)(item)
 
 
 def _add_note(err, note):

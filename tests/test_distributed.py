@@ -665,3 +665,19 @@ def test_killed_worker_beyond_allowed_failures_is_reported(client):
     finally:
         client.run_on_scheduler(_set_allowed_failures, value=old)
         client.wait_for_workers(2, timeout=WAIT)
+
+
+def test_process_pool_gives_the_serial_estimate():
+    """A ProcessPoolExecutor ships operator and work items by cloudpickle."""
+    pytest.importorskip("cloudpickle")
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    M = np.random.default_rng(3).standard_normal((40, 40))
+    A = matfree.from_hvp(lambda v: M.T @ (M @ v), size=40, batched=lambda V: M.T @ (M @ V))
+    serial = matfree.trace(A, "hutchinson", 24, block_size=8, rng=5)
+    with ProcessPoolExecutor(max_workers=2, mp_context=mp.get_context("spawn")) as pool:
+        par = matfree.trace(A, "hutchinson", 24, block_size=8, rng=5, executor=pool)
+    assert par.num_matvecs == serial.num_matvecs == 24
+    np.testing.assert_allclose(par.value, serial.value, rtol=1e-13)
+    np.testing.assert_allclose(par.stderr, serial.stderr, rtol=1e-12)
