@@ -292,6 +292,24 @@ def test_rank_thresholds(np_rng):
         slq.rank(threshold=-1.0)
 
 
+def test_rank_bias_bound_covers_the_quadrature_error(np_rng):
+    """Without a gap the count is biased; stderr + the Chebyshev-Markov-Stieltjes bound cover it."""
+    n = 300
+    lam = np.linspace(0.01, 1.0, n)
+    M = _with_spectrum(np_rng, lam)
+    exact = int(np.sum(lam > 0.5))
+    bounds = []
+    for steps in (6, 12, 40):
+        est = rank(matfree.Dense(M, positive_semidefinite=True), threshold=0.5,
+                   num_probes=400, num_steps=steps, reorth="full", rng=1)
+        bound = est.info["bias_bound"]
+        assert abs(float(est.value) - exact) <= 4 * float(est.stderr) + bound
+        bounds.append(bound)
+    assert bounds[0] > bounds[1] > bounds[2] > 0  # more steps resolve the threshold better
+    two_cuts = rank(M, threshold=0.5, num_probes=400, num_steps=12, reorth="full", rng=1)
+    assert two_cuts.info["bias_bound"] >= bounds[1]  # -eta is a cut too unless declared PSD
+
+
 # ------------------------------------------------------------- bad input
 
 
