@@ -490,3 +490,20 @@ def test_cg_with_all_kernels_agrees_with_array_api_path(damping):
     # 30 steps, each rounding n-term dot products: a generous multiple of eps
     np.testing.assert_allclose(res.x, ref.x, atol=1e5 * eps * scale, rtol=0)
     np.testing.assert_allclose(res.residual_norms, ref.residual_norms, rtol=1e5 * eps)
+
+
+def test_serial_and_threaded_kernels_agree_bit_for_bit(np_rng, monkeypatch):
+    """Below the thread thresholds a serial twin of the same code runs: same bits."""
+    args = [_random(np_rng, "vector", np.float64) for _ in range(4)]
+    M = _csr(np_rng, K.sparse.MIN_NNZ // 4, np.float64, symmetric=True)
+    x = np_rng.standard_normal(M.shape[0])
+    outs = []
+    for threshold in (1 << 60, 0):  # serial, then threaded
+        monkeypatch.setattr(K.cg, "PARALLEL_MIN_SIZE", threshold)
+        monkeypatch.setattr(K.sparse, "PARALLEL_DOT_NNZ", threshold)
+        x_, r_, rr = K.cg.update(*_copies(args), 0.3)
+        p_ = K.cg.direction(args[0], args[1].copy(), 0.7)
+        y, d = K.sparse.csr_matvec_dot(M, x, 0.1)
+        outs.append((x_, r_, rr, p_, y, d))
+    for a, b in zip(*outs):
+        np.testing.assert_array_equal(a, b)

@@ -80,3 +80,7 @@ def matvec_dot(indptr, indices, data, x, shift, out, bounds):
     for t in range(nparts):
         s += part[t]
     return s
+
+
+# without threads, for matrices below :data:`matfree._kernels.sparse.PARALLEL_DOT_NNZ`
+matvec_dot_serial = numba.njit(cache=True, nogil=True)(matvec_dot.py_func)

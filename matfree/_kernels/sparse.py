@@ -80,6 +80,13 @@ def csr_matmat(M, X):
     return _jit().matmat(M.indptr, M.indices, M.data, X, out, bounds)
 
 
+#: fewest nonzeros for which the fused product runs on several threads
+#: (below it, a serial twin of the same code: same results); see
+#: :data:`matfree._kernels.cg.PARALLEL_MIN_SIZE` for why small problems
+#: stay on one thread
+PARALLEL_DOT_NNZ = 1 << 20
+
+
 #: nonzeros per part of the fused product :func:`csr_matvec_dot` (a fixed
 #: cut, so that its dot product does not depend on the number of threads)
 DOT_PART_NNZ = 1 << 15
@@ -118,7 +125,8 @@ def csr_matvec_dot(M, x, shift=0.0, bounds=None):
     if bounds is None:
         bounds = fixed_bounds(M.indptr)
     out = np.empty(M.shape[0], dtype=x.dtype)
-    s = _jit().matvec_dot(M.indptr, M.indices, M.data, x, x.dtype.type(shift), out, bounds)
+    kern = _jit().matvec_dot if M.nnz >= PARALLEL_DOT_NNZ else _jit().matvec_dot_serial
+    s = kern(M.indptr, M.indices, M.data, x, x.dtype.type(shift), out, bounds)
     return out, float(s)
 
 
