@@ -438,7 +438,8 @@ def main():
     _set_threads(args.threads)
     print(f"matfree solvers vs SciPy; BLAS and Numba threads pinned to {args.threads}; "
           f"best of {args.repeats} repeat(s); table 3 with matfree product '{args.product}'")
-    print(f"load average {os.getloadavg()}; numba kernels active: {_kernels.active()}; "
+    print(f"matfree from {os.path.dirname(matfree.__file__)}; load average {os.getloadavg()}; "
+          f"numba kernels active: {_kernels.active()}; "
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}")
     if "counts" not in args.skip:
         iteration_counts()
