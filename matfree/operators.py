@@ -934,9 +934,10 @@ class Sparse(LinearOperator):
     def _matvec_dot(self, v, shift=0.0):
         """``w = (M + shift I) v`` and ``vᵀw`` in one pass (solvers' hook), or ``NotImplemented``.
 
-        Runs the fused kernel :func:`matfree._kernels.sparse.csr_matvec_dot`
-        for a contiguous 1-D NumPy ``v`` of the matrix's dtype when the matrix
-        is large enough; counts one product like :meth:`matvec`.  ``w`` equals
+        For a contiguous 1-D NumPy ``v`` of the matrix's dtype, with Numba on:
+        the fused kernel :func:`matfree._kernels.sparse.csr_matvec_dot` when
+        the matrix is large enough, else SciPy's product and a dot; counts
+        one product like :meth:`matvec`.  ``w`` equals
         ``matvec(v) + shift * v`` bit for bit; ``vᵀw`` differs from
         ``vecdot(v, w)`` by rounding.
         """
@@ -949,8 +950,15 @@ class Sparse(LinearOperator):
         if self._dot_bounds is None:
             self._dot_bounds = kernels.sparse.fixed_bounds(self.M.indptr)
         out = kernels.sparse.csr_matvec_dot(self.M, v, shift, self._dot_bounds)
-        if out is not NotImplemented:
-            self._num_matvecs += 1
+        if out is NotImplemented:
+            # too small for the kernel: SciPy's product and a dot, without the
+            # input checks of matvec (the solver made v), which cost more
+            # than the product itself for small matrices
+            w = self.M @ v
+            if shift != 0.0:
+                w = w + shift * v
+            out = (w, float(v @ w))
+        self._num_matvecs += 1
         return out
 
     def _rmatvec(self, u):

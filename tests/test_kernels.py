@@ -507,3 +507,16 @@ def test_serial_and_threaded_kernels_agree_bit_for_bit(np_rng, monkeypatch):
         outs.append((x_, r_, rr, p_, y, d))
     for a, b in zip(*outs):
         np.testing.assert_array_equal(a, b)
+
+
+def test_sparse_operator_matvec_dot_small_matrix(np_rng):
+    """Below the kernel's size the hook still answers (SciPy's product and a dot)."""
+    M = _csr(np_rng, 50, np.float64, symmetric=True)
+    A = matfree.Sparse(M)
+    v = np_rng.standard_normal(50)
+    w, d = A._matvec_dot(v, 0.25)
+    np.testing.assert_array_equal(w, M @ v + 0.25 * v)
+    assert abs(d - float(v @ (M @ v + 0.25 * v))) <= _sum_bound(v * w, np.finfo(np.float64).eps)
+    assert A.num_matvecs == 1
+    with K.disabled():
+        assert A._matvec_dot(v) is NotImplemented  # the reference path then runs
