@@ -935,9 +935,9 @@ class Sparse(LinearOperator):
         """``w = (M + shift I) v`` and ``vᵀw`` in one pass (solvers' hook), or ``NotImplemented``.
 
         For a contiguous 1-D NumPy ``v`` of the matrix's dtype, with Numba on:
-        the fused kernel :func:`matfree._kernels.sparse.csr_matvec_dot` when
-        the matrix is large enough, else SciPy's product and a dot; counts
-        one product like :meth:`matvec`.  ``w`` equals
+        the fused kernel :func:`matfree._kernels.sparse.csr_matvec_dot` with
+        at least two Numba threads and ``PARALLEL_DOT_NNZ`` nonzeros, else
+        SciPy's product and a dot; counts one product like :meth:`matvec`.  ``w`` equals
         ``matvec(v) + shift * v`` bit for bit; ``vᵀw`` differs from
         ``vecdot(v, w)`` by rounding.
         """
@@ -949,11 +949,14 @@ class Sparse(LinearOperator):
             return NotImplemented  # mixed dtypes: the caller takes matvec's path
         if self._dot_bounds is None:
             self._dot_bounds = kernels.sparse.fixed_bounds(self.M.indptr)
-        out = kernels.sparse.csr_matvec_dot(self.M, v, shift, self._dot_bounds)
+        out = NotImplemented
+        if self.M.nnz >= kernels.sparse.PARALLEL_DOT_NNZ and kernels.num_threads() >= 2:
+            out = kernels.sparse.csr_matvec_dot(self.M, v, shift, self._dot_bounds)
         if out is NotImplemented:
-            # too small for the kernel: SciPy's product and a dot, without the
-            # input checks of matvec (the solver made v), which cost more
-            # than the product itself for small matrices
+            # one thread or a matrix in cache: SciPy's product (faster than
+            # the kernel on one thread) and a dot, without the input checks
+            # of matvec (the solver made v), which cost more than the product
+            # itself for small matrices
             w = self.M @ v
             if shift != 0.0:
                 w = w + shift * v

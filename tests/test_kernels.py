@@ -520,3 +520,26 @@ def test_sparse_operator_matvec_dot_small_matrix(np_rng):
     assert A.num_matvecs == 1
     with K.disabled():
         assert A._matvec_dot(v) is NotImplemented  # the reference path then runs
+
+
+def test_sparse_operator_matvec_dot_uses_kernel_when_threaded(np_rng, monkeypatch):
+    n = K.sparse.MIN_NNZ // 4
+    M = _csr(np_rng, n, np.float64, symmetric=True)
+    A = matfree.Sparse(M)
+    v = np_rng.standard_normal(n)
+    calls = []
+    real = K.sparse.csr_matvec_dot
+
+    def spy(*args, **kw):
+        calls.append(1)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(K.sparse, "csr_matvec_dot", spy)
+    monkeypatch.setattr(K.sparse, "PARALLEL_DOT_NNZ", 0)
+    monkeypatch.setattr(K, "num_threads", lambda: 2)
+    w, _ = A._matvec_dot(v, 0.5)
+    assert calls == [1]
+    np.testing.assert_array_equal(w, M @ v + 0.5 * v)
+    monkeypatch.setattr(K, "num_threads", lambda: 1)
+    A._matvec_dot(v, 0.5)
+    assert calls == [1]  # one thread: SciPy's product
