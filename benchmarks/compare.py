@@ -100,6 +100,21 @@ def _fmt_t(t):
     return f"{t:.2f} s"
 
 
+def interleaved_best(fns, rounds):
+    """Best wall time of each of ``fns`` over ``rounds`` alternating calls (after a warm-up each).
+
+    Returns ``[(best, last result), ...]`` in the order of ``fns``.
+    """
+    outs = [fn() for fn in fns]
+    best = [math.inf] * len(fns)
+    for _ in range(max(1, rounds)):
+        for i, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            outs[i] = fn()
+            best[i] = min(best[i], time.perf_counter() - t0)
+    return list(zip(best, outs))
+
+
 def best_time(fn, repeat, slow=5.0, warmup=True):
     """Best wall time of ``repeat`` calls after one warm-up call; also the last result.
 
@@ -642,10 +657,13 @@ def task_hvp(tab, args):
     def func_hvp():
         return torch.func.jvp(torch.func.grad(loss_flat), (flat0,), (v,))[1]
 
+    # alternating rounds (ours, double backward, torch.func, ours, ...): on a
+    # shared machine the load changes within seconds, and the minimum over
+    # interleaved calls compares like with like
     rep = args.repeat * 3
-    t_m, hv_m = best_time(lambda: H @ v, rep)
-    t_db, hv_db = best_time(double_backward, rep)
-    t_fn, hv_fn = best_time(func_hvp, rep)
+    (t_m, hv_m), (t_db, hv_db), (t_fn, hv_fn) = interleaved_best(
+        [lambda: H @ v, double_backward, func_hvp], 5 * args.repeat
+    )
     ref = hv_db
     rel = lambda a: float(torch.linalg.vector_norm(a - ref) / torch.linalg.vector_norm(ref))  # noqa: E731
     best_name, t_best = ("raw double-backward", t_db) if t_db <= t_fn else ("torch.func jvp(grad)", t_fn)

@@ -1,37 +1,44 @@
 """matfree's Krylov solvers side by side with SciPy.
 
-Prints five tables:
+Prints these tables:
 
 1. iteration counts of ``matfree.cg`` / ``matfree.minres`` and SciPy's
    ``cg`` / ``minres`` on the same (damped, shifted) systems;
-2. CG time per iteration on the 2-D Poisson matrix vs ``scipy.sparse.linalg.cg``
-   (a fixed number of iterations, same matrix, same start; the final
-   iterates are compared);
+2. CG time per iteration on the 2-D Poisson matrix (and a dense SPD matrix)
+   vs ``scipy.sparse.linalg.cg`` (a fixed number of iterations, same matrix,
+   same start; the final iterates are compared), next to the memory-bandwidth
+   floor: the bytes one fused CG iteration must move (:func:`cg_bytes`)
+   divided by the copy bandwidth measured in the same run (issue #7);
+   2b. whole solves to rtol 1e-8 at small n (100^2, 300^2): per-iteration
+   overhead, same iteration counts;
 3. 8 geometrically spaced shifts 1e-4 ... 1 on the 2-D Poisson matrix:
    multi-shift CG (one Krylov space) vs 8 separate SciPy solves
-   (vector-bound);
+   (vector-bound; issue #5);
 4. the same 8 shifts on a dense n = 4,000 SPD matrix (matvec-bound);
 5. Nyström-preconditioned CG vs plain CG on ill-conditioned damped problems
    (an RBF kernel matrix; a logistic-regression Hessian with features of
    decaying scale; the Hessian of softmax regression on scikit-learn's
    digits, whose large effective dimension shows where Nyström does not pay).
 
-BLAS threads are pinned with threadpoolctl and Numba's threads (used by the
-parallel CSR kernel behind ``matfree.Sparse``) with ``numba.set_num_threads``
-(``--threads``, 2 by default); SciPy's sparse product is single-threaded.
-Every timing is the best of ``--repeats`` runs, ours and SciPy's interleaved.
+BLAS threads are pinned with threadpoolctl and Numba's threads (the fused
+CG kernels and the parallel CSR kernel behind ``matfree.Sparse``) with
+``numba.set_num_threads`` (``--threads``, 2 by default); SciPy's sparse
+product is single-threaded.  Timings are minima over alternating runs
+(ours, SciPy's, ours, ...), plus the median of the paired ratios.
 
-To compare the *solvers*, the Poisson runs give matfree the very same product
-as SciPy (a matfree operator calling SciPy's ``A @ v``, ``--product scipy``,
-the default); table 2 also shows matfree's own ``Sparse`` operator, whose
-product may run on a parallel Numba kernel (``--product sparse`` uses it in
-table 3 too).
+matfree runs on its own operators (``matfree.Sparse``, ``matfree.Dense``),
+as a user would; table 2 also shows ``matfree.cg`` on SciPy's own product
+(the solvers compared on equal products), and ``--product scipy`` does the
+same in table 3.
 
-Run (the sizes of the issue; about 10 minutes on 2 cores)::
+On a machine shared with other busy processes, set ``OMP_WAIT_POLICY=PASSIVE``
+(Numba's OpenMP threads otherwise spin at every barrier and lose their time
+slices; see docs/performance.rst).  All figures of issues #5 and #7 (about
+10 minutes on 2 cores)::
 
-    python benchmarks/solvers_compare.py --sizes 1000 2000
+    python benchmarks/solvers_compare.py --sizes 1000 2000 --skip counts nystrom
 
-or smaller::
+Everything, smaller::
 
     python benchmarks/solvers_compare.py --sizes 300 --dense-n 1500 --repeats 1
 """
@@ -39,6 +46,7 @@ or smaller::
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import numpy as np
@@ -47,7 +55,7 @@ import scipy.sparse.linalg as spla
 
 import matfree
 from benchmarks.common import pin_threads, poisson2d, power_law_spd
-from matfree import precond
+from matfree import _kernels, precond
 from matfree.solvers import cg, minres
 
 SHIFTS = np.geomspace(1e-4, 1.0, 8)
@@ -153,46 +161,135 @@ def iteration_counts():
 # ----------------------------------------------------------------------
 
 
+_PCOPY = []
+
+
+def _parallel_copy():
+    """A parallel Numba copy ``dst[:] = src`` (compiled once), or ``None`` without Numba."""
+    if not _PCOPY:
+        try:
+            import numba
+        except ImportError:
+            _PCOPY.append(None)
+        else:
+            def pcopy(src, dst):
+                for i in numba.prange(src.shape[0]):
+                    dst[i] = src[i]
+
+            _PCOPY.append(numba.njit(parallel=True)(pcopy))
+    return _PCOPY[0]
+
+
+def _copy_bandwidth(nbytes=1 << 27):
+    """Copy bandwidth in bytes/s: the best of NumPy's copy and a parallel Numba copy.
+
+    Bytes read plus bytes written, over arrays far larger than the caches;
+    the faster of the two copies, so that the floor below is the stricter one.
+    """
+    a = np.ones(nbytes // 8)
+    c = np.empty_like(a)
+    copies = [lambda: np.copyto(c, a)]
+    pcopy = _parallel_copy()
+    if pcopy is not None:
+        pcopy(a, c)
+        copies.append(lambda: pcopy(a, c))
+    best = min(_best(f, 3)[0] for f in copies)
+    return 2 * a.nbytes / best
+
+
+def cg_bytes(n, nnz, index_bytes=4, value_bytes=8):
+    """Bytes one fused CG iteration must move (unpreconditioned, CSR operator).
+
+    Product with p fused with pᵀAp: CSR values + indices + indptr, read p,
+    write Ap; update x += αp, r -= αAp with ‖r‖²: read x, r, p, Ap, write x,
+    r; direction p = r + βp: read r, p, write p.
+    """
+    spmv = (value_bytes + index_bytes) * nnz + index_bytes * (n + 1) + 2 * value_bytes * n
+    return spmv + 6 * value_bytes * n + 3 * value_bytes * n
+
+
 def per_iteration(sizes, repeats, iters, dense_A=None):
     """Short runs of ``iters`` iterations, ours and SciPy's alternating ``repeats`` times.
 
     On a shared machine single timings are noisy; the minimum over many
     short alternating runs is the robust estimate of the undisturbed time,
     and the median of the paired ratios says the same from another angle.
+    The copy bandwidth is measured between the runs (the best of them).
     """
     rows = []
     problems = [(f"Poisson {m}^2", poisson2d(m)) for m in sizes]
     if dense_A is not None:
         problems.append((f"dense n={dense_A.shape[0]}", dense_A))
+    bandwidth = 0.0
     for name, A in problems:
         n = A.shape[0]
         b = np.random.default_rng(1).standard_normal(n)
         same = _operator(A, "scipy")
         own = _operator(A, "sparse")
+        cg(own, b, rtol=0.0, maxiter=2)  # compile / load the kernels
         times = {"same": [], "own": [], "scipy": []}
         for _ in range(repeats):
-            t, res = _best(lambda: cg(same, b, rtol=0.0, maxiter=iters), 1)
-            times["same"].append(t)
+            t, res = _best(lambda: cg(own, b, rtol=0.0, maxiter=iters), 1)
+            times["own"].append(t)
             t, (x_ref, _, its) = _best(lambda: _scipy_cg(A, b, rtol=0.0, maxiter=iters), 1)
             times["scipy"].append(t)
             if sp.issparse(A):
-                t, _ = _best(lambda: cg(own, b, rtol=0.0, maxiter=iters), 1)
-                times["own"].append(t)
+                t, _ = _best(lambda: cg(same, b, rtol=0.0, maxiter=iters), 1)
+                times["same"].append(t)
+                bandwidth = max(bandwidth, _copy_bandwidth())
         assert res.num_iters == its == iters
         diff = np.linalg.norm(res.x - x_ref) / np.linalg.norm(x_ref)
-        t_same, t_scipy = min(times["same"]), min(times["scipy"])
-        paired = np.median(np.array(times["same"]) / np.array(times["scipy"]))
-        own_col = f"{1e3 * min(times['own']) / iters:.2f}" if times["own"] else "(same)"
-        rows.append((name, n, f"{repeats} x {iters}", f"{1e3 * t_scipy / iters:.2f}",
-                     f"{1e3 * t_same / iters:.2f}", f"{t_same / t_scipy:.2f}", f"{paired:.2f}",
-                     own_col, f"{diff:.1e}"))
+        t_own, t_scipy = min(times["own"]) / iters, min(times["scipy"]) / iters
+        paired = np.median(np.array(times["scipy"]) / np.array(times["own"]))
+        if sp.issparse(A):
+            floor = cg_bytes(n, A.nnz) / bandwidth
+            floor_cols = (f"{1e3 * floor:.2f}", f"{t_own / floor:.2f}", f"{t_scipy / floor:.2f}")
+            same_col = f"{1e3 * min(times['same']) / iters:.2f}"
+        else:
+            floor_cols, same_col = ("-", "-", "-"), "(same)"
+        rows.append((name, n, f"{repeats} x {iters}", f"{1e3 * t_scipy:.2f}", f"{1e3 * t_own:.2f}",
+                     f"{t_scipy / t_own:.2f}x", f"{paired:.2f}x", *floor_cols, same_col,
+                     f"{diff:.1e}"))
     _table(
         "Table 2. CG time per iteration (min over alternating short runs), same matrix and "
-        "start.  'same product': matfree.cg with SciPy's own A @ v (the solvers compared); "
-        "'Sparse op': matfree.Sparse with its own product kernel",
-        ["problem", "n", "runs x iters", "scipy ms/it", "matfree ms/it (same product)",
-         "ratio of mins", "median paired ratio", "matfree ms/it (Sparse op)",
-         "rel. diff of x"],
+        "start; matfree on its Sparse/Dense operator.  floor = bytes of one fused iteration "
+        "(12 nnz + 4 (n+1) + 88 n: CSR values, int32 indices and indptr, p, Ap, "
+        "x/r/p/Ap updates) / copy bandwidth "
+        f"{bandwidth / 1e9:.1f} GB/s (best copy of this run).  'SciPy product': matfree.cg "
+        "on SciPy's own A @ v",
+        ["problem", "n", "runs x iters", "scipy ms/it", "matfree ms/it", "speed-up",
+         "median paired", "floor ms/it", "matfree/floor", "scipy/floor",
+         "matfree ms/it (SciPy product)", "rel. diff of x"],
+        rows,
+    )
+
+
+def full_solves(sizes, repeats, rtol=1e-8):
+    """CG to ``rtol`` from zero, matfree (Sparse operator) vs SciPy, alternating."""
+    rows = []
+    for m in sizes:
+        A = poisson2d(m)
+        n = A.shape[0]
+        b = np.random.default_rng(5).standard_normal(n)
+        op = matfree.Sparse(A)
+        cg(op, b, rtol=0.0, maxiter=2)
+        t_mf, t_sp = [], []
+        for _ in range(repeats):
+            t, res = _best(lambda: cg(op, b, rtol=rtol, maxiter=10 * n), 1)
+            t_mf.append(t)
+            t, (x_ref, info, its) = _best(lambda: _scipy_cg(A, b, rtol=rtol, maxiter=10 * n), 1)
+            t_sp.append(t)
+        paired = np.median(np.array(t_sp) / np.array(t_mf))
+        rows.append((f"Poisson {m}^2", n, res.num_iters, its, f"{min(t_sp):.3f}",
+                     f"{min(t_mf):.3f}", f"{min(t_sp) / min(t_mf):.2f}x", f"{paired:.2f}x",
+                     f"{1e3 * min(t_mf) / max(res.num_iters, 1):.3f}",
+                     f"{1e3 * min(t_sp) / max(its, 1):.3f}", res.status,
+                     "converged" if info == 0 else f"info={info}"))
+    _table(
+        f"Table 2b. Whole CG solves to rtol={rtol:g} (min of {repeats} alternating runs), "
+        "matfree.Sparse vs scipy.sparse.linalg.cg",
+        ["problem", "n", "matfree its", "scipy its", "scipy s", "matfree s", "speed-up",
+         "median paired", "matfree ms/it", "scipy ms/it", "matfree", "scipy"],
         rows,
     )
 
@@ -331,14 +428,19 @@ def main():
                         help="repeats of table 3 above n = 1e6 (each takes minutes)")
     parser.add_argument("--iters", type=int, default=20,
                         help="CG iterations per timed run in table 2")
-    parser.add_argument("--product", choices=["scipy", "sparse"], default="scipy",
-                        help="matfree's product in table 3: SciPy's A @ v, or matfree.Sparse")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["counts", "periter", "poisson",
-                                                                  "dense", "nystrom"])
+    parser.add_argument("--product", choices=["scipy", "sparse"], default="sparse",
+                        help="matfree's product in table 3: matfree.Sparse (default) or SciPy's A @ v")
+    parser.add_argument("--small-sizes", type=int, nargs="+", default=[100, 300],
+                        help="grid sides of the whole solves of table 2b; default 100 300")
+    parser.add_argument("--skip", nargs="*", default=[],
+                        choices=["counts", "periter", "small", "poisson", "dense", "nystrom"])
     args = parser.parse_args()
     _set_threads(args.threads)
     print(f"matfree solvers vs SciPy; BLAS and Numba threads pinned to {args.threads}; "
           f"best of {args.repeats} repeat(s); table 3 with matfree product '{args.product}'")
+    print(f"matfree from {os.path.dirname(matfree.__file__)}; load average {os.getloadavg()}; "
+          f"numba kernels active: {_kernels.active()}; "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}")
     if "counts" not in args.skip:
         iteration_counts()
     dense_A = None
@@ -347,6 +449,8 @@ def main():
         dense_A = (dense_A + dense_A.T) / 2
     if "periter" not in args.skip:
         per_iteration(args.sizes, max(10 * args.repeats, 10), args.iters, dense_A)
+    if "small" not in args.skip:
+        full_solves(args.small_sizes, max(5 * args.repeats, 5))
     summary = []
     if "poisson" not in args.skip:
         print("\nTable 3. Vector-bound: 8 shifts on the 2-D Poisson matrix")

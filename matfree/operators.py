@@ -903,6 +903,7 @@ class Sparse(LinearOperator):
         self.M = M
         self._MT = None
         self._casts = {}  # (transposed, dtype) -> cast copy, made on first use
+        self._dot_bounds = None  # row cut of the fused product, made on first use
 
     def _mat(self, dtype, transposed=False):
         M = self.M
@@ -929,6 +930,39 @@ class Sparse(LinearOperator):
         return self._product(self._mat(v.dtype), v)
 
     _matmat = _matvec
+
+    def _matvec_dot(self, v, shift=0.0):
+        """``w = (M + shift I) v`` and ``vᵀw`` in one pass (solvers' hook), or ``NotImplemented``.
+
+        For a contiguous 1-D NumPy ``v`` of the matrix's dtype, with Numba on:
+        the fused kernel :func:`matfree._kernels.sparse.csr_matvec_dot` with
+        at least two Numba threads and ``PARALLEL_DOT_NNZ`` nonzeros, else
+        SciPy's product and a dot; counts one product like :meth:`matvec`.  ``w`` equals
+        ``matvec(v) + shift * v`` bit for bit; ``vᵀw`` differs from
+        ``vecdot(v, w)`` by rounding.
+        """
+        from matfree import _kernels as kernels
+
+        if not (B.is_numpy(self.xp) and kernels.usable(v)) or v.ndim != 1:
+            return NotImplemented
+        if v.dtype != self.M.dtype:
+            return NotImplemented  # mixed dtypes: the caller takes matvec's path
+        if self._dot_bounds is None:
+            self._dot_bounds = kernels.sparse.fixed_bounds(self.M.indptr)
+        out = NotImplemented
+        if self.M.nnz >= kernels.sparse.PARALLEL_DOT_NNZ and kernels.num_threads() >= 2:
+            out = kernels.sparse.csr_matvec_dot(self.M, v, shift, self._dot_bounds)
+        if out is NotImplemented:
+            # one thread or a matrix in cache: SciPy's product (faster than
+            # the kernel on one thread) and a dot, without the input checks
+            # of matvec (the solver made v), which cost more than the product
+            # itself for small matrices
+            w = self.M @ v
+            if shift != 0.0:
+                w = w + shift * v
+            out = (w, float(v @ w))
+        self._num_matvecs += 1
+        return out
 
     def _rmatvec(self, u):
         return self._product(self._mat(u.dtype, transposed=True), u)

@@ -38,6 +38,7 @@ import time
 import numpy as np
 
 from matfree import _backend as B
+from matfree import _kernels
 from matfree._progress import progress_bar
 from matfree.operators import FunctionOperator, LinearOperator, NonFiniteError, aslinearoperator
 from matfree.results import SolveResult
@@ -60,7 +61,8 @@ _STATUS_ORDER = (
 
 
 # ======================================================================
-# Vector updates (pure array API; NumPy inputs may later get fused kernels)
+# Vector updates: pure array API, the reference; NumPy inputs of at least
+# _kernels.cg.MIN_SIZE entries go to the fused Numba twins (one pass each)
 # ======================================================================
 
 
@@ -75,6 +77,7 @@ def _sqnorm(xp, r):
 # on immutable arrays (JAX) the augmented assignments simply rebind.
 
 
+@_kernels.fused(_kernels.cg.update)
 def _cg_update(xp, x, r, p, Ap, alpha):
     """One CG step: ``x += alpha p``, ``r -= alpha Ap``; returns ``x, r, ‖r‖²``.
 
@@ -86,12 +89,14 @@ def _cg_update(xp, x, r, p, Ap, alpha):
     return x, r, _sqnorm(xp, r)
 
 
+@_kernels.fused(_kernels.cg.residual)
 def _cg_residual(xp, r, Ap, alpha):
     """The residual half of :func:`_cg_update` (multi-shift keeps no seed ``x``)."""
     r -= alpha * Ap
     return r, _sqnorm(xp, r)
 
 
+@_kernels.fused(_kernels.cg.direction)
 def _cg_direction(z, p, beta):
     """Next search direction ``p = z + beta p`` (``p`` updated in place)."""
     p *= beta
@@ -287,6 +292,22 @@ def _product(op, v, shift, block):
     """``(op + shift I) v`` with one (block) product."""
     w = op.matmat(v) if block else op.matvec(v)
     return w + shift * v if shift != 0.0 else w
+
+
+def _product_curvature(xp, op, p, shift):
+    """``Ap = (op + shift I) p`` and ``pᵀAp`` (a float) for one vector.
+
+    An operator with the private hook ``_matvec_dot`` (``Sparse``) does both
+    in one pass over the matrix and ``p`` (a fused kernel); its answer then
+    differs from the two-step one only by the rounding of the dot product.
+    """
+    hook = getattr(op, "_matvec_dot", None)
+    if hook is not None:
+        out = hook(p, shift)
+        if out is not NotImplemented:
+            return out
+    Ap = _product(op, p, shift, False)
+    return Ap, float(xp.vecdot(p, Ap))
 
 
 def _precondition(M, r, dtype, xp, block):
@@ -608,11 +629,10 @@ def _cg_single(A, b, shift, M, x, tol, maxiter, callback, xp, dtype, inv_bnorm, 
                 return _cg_fault(x, it, history, "indefinite_preconditioner", num_matvecs, info, msg)
         p = _copy(xp, z) if p is None else _cg_direction(z, p, rho / rho_prev)
         try:
-            Ap = _product(A, p, shift, False)
+            Ap, pAp = _product_curvature(xp, A, p, shift)
         except NonFiniteError as err:
             return _cg_fault(x, it, history, "non_finite", num_matvecs + 1, info, str(err))
         num_matvecs += 1
-        pAp = float(xp.vecdot(p, Ap))
         if not math.isfinite(pAp):
             msg = f"p^T (A + damping I) p is not finite at iteration {it}"
             return _cg_fault(x, it, history, "non_finite", num_matvecs, info, msg)
@@ -971,13 +991,12 @@ def _cg_multishift(A, b, shifts, tol, maxiter, callback, xp, dtype, dev, inv_bno
             retire(np.ones(cols.size, dtype=bool), "maxiter")
             break
         try:
-            Ap = _product(A, p, seed, False)
+            Ap, pAp = _product_curvature(xp, A, p, seed)
         except NonFiniteError as err:
             num_matvecs += 1
             fault = ("non_finite", str(err))
             break
         num_matvecs += 1
-        pAp = float(xp.vecdot(p, Ap))
         if not math.isfinite(pAp):
             fault = ("non_finite", f"p^T (A + damping I) p is not finite at iteration {it}")
             break

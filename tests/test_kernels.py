@@ -417,3 +417,129 @@ def test_sparse_poisson_cg_unchanged_by_kernels():
     eps = np.finfo(np.float64).eps
     scale = np.max(np.abs(to_np(ref.x)))
     np.testing.assert_allclose(to_np(res.x), to_np(ref.x), atol=1e4 * eps * scale, rtol=0)
+
+
+@pytest.mark.parametrize("shift", [0.0, 0.3])
+def test_sparse_matvec_dot_matches_twin(np_rng, dt, shift):
+    numba = pytest.importorskip("numba")
+    n = K.sparse.MIN_NNZ // 4
+    M = _csr(np_rng, n, dt, symmetric=True)
+    x = np_rng.standard_normal(n).astype(dt)
+    y, d = K.sparse.csr_matvec_dot(M, x, shift)
+    want = M @ x + shift * x if shift else M @ x
+    assert y.dtype == want.dtype
+    np.testing.assert_array_equal(y, want)  # the twin's rounding, row by row
+    terms = x.astype(np.float64) * want.astype(np.float64)
+    assert isinstance(d, float)
+    assert abs(d - float(np.vecdot(x, want))) <= _sum_bound(terms, np.finfo(dt).eps)
+    # the dot product is cut into parts independent of the number of threads
+    old = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        assert K.sparse.csr_matvec_dot(M, x, shift)[1] == d
+    finally:
+        numba.set_num_threads(old)
+
+
+def test_sparse_matvec_dot_declines(np_rng):
+    n = K.sparse.MIN_NNZ // 4
+    M = _csr(np_rng, n, np.float64)
+    x = np.ones(n)
+    assert K.sparse.csr_matvec_dot(M[:100, :100], x[:100]) is NotImplemented  # too small
+    assert K.sparse.csr_matvec_dot(M, x.astype(np.float32)) is NotImplemented
+    assert K.sparse.csr_matvec_dot(M.tocsc(), x) is NotImplemented
+    assert K.sparse.csr_matvec_dot(M, np.repeat(x, 2)[::2]) is NotImplemented
+    assert K.sparse.csr_matvec_dot(M[:, :-1], x[:-1]) is NotImplemented  # not square
+    with K.disabled():
+        assert K.sparse.csr_matvec_dot(M, x) is NotImplemented
+
+
+def test_sparse_operator_matvec_dot_hook_counts(np_rng):
+    n = K.sparse.MIN_NNZ // 4
+    M = _csr(np_rng, n, np.float32)
+    A = matfree.Sparse(M)
+    v = np_rng.standard_normal(n).astype(np.float32)
+    w, d = A._matvec_dot(v, 0.5)
+    np.testing.assert_array_equal(w, A @ v + np.float32(0.5) * v)
+    assert A.num_matvecs == 2
+    assert A._matvec_dot(v.astype(np.float64)) is NotImplemented  # mixed: matvec's path
+    assert A.num_matvecs == 2
+
+
+def test_solvers_route_cg_updates_to_kernels():
+    assert solvers._cg_update.kernel is K.cg.update
+    assert solvers._cg_residual.kernel is K.cg.residual
+    assert solvers._cg_direction.kernel is K.cg.direction
+
+
+@pytest.mark.parametrize("damping", [0.0, 1e-2, [1e-3, 1e-2, 1e-1]])
+def test_cg_with_all_kernels_agrees_with_array_api_path(damping):
+    """CG end to end above every size threshold: kernels on and off agree to rounding."""
+    m = 272  # n = 73984 >= cg.MIN_SIZE, nnz > sparse.MIN_NNZ
+    assert m * m >= K.cg.MIN_SIZE
+    T = sp.diags([-1.0, 2.0, -1.0], [-1, 0, 1], shape=(m, m))
+    M = (sp.kron(T, sp.identity(m)) + sp.kron(sp.identity(m), T)).tocsr()
+    b = np.random.default_rng(4).standard_normal(M.shape[0])
+    A = matfree.Sparse(M, positive_definite=True)
+    res = solvers.cg(A, b, damping=damping, rtol=1e-12, maxiter=30)
+    with K.disabled():
+        ref = solvers.cg(A, b, damping=damping, rtol=1e-12, maxiter=30)
+    assert res.num_iters == ref.num_iters == 30 and res.num_matvecs == ref.num_matvecs
+    eps = np.finfo(np.float64).eps
+    scale = np.max(np.abs(ref.x))
+    # 30 steps, each rounding n-term dot products: a generous multiple of eps
+    np.testing.assert_allclose(res.x, ref.x, atol=1e5 * eps * scale, rtol=0)
+    np.testing.assert_allclose(res.residual_norms, ref.residual_norms, rtol=1e5 * eps)
+
+
+def test_serial_and_threaded_kernels_agree_bit_for_bit(np_rng, monkeypatch):
+    """Below the thread thresholds a serial twin of the same code runs: same bits."""
+    args = [_random(np_rng, "vector", np.float64) for _ in range(4)]
+    M = _csr(np_rng, K.sparse.MIN_NNZ // 4, np.float64, symmetric=True)
+    x = np_rng.standard_normal(M.shape[0])
+    outs = []
+    for threshold in (1 << 60, 0):  # serial, then threaded
+        monkeypatch.setattr(K.cg, "PARALLEL_MIN_SIZE", threshold)
+        monkeypatch.setattr(K.sparse, "PARALLEL_DOT_NNZ", threshold)
+        x_, r_, rr = K.cg.update(*_copies(args), 0.3)
+        p_ = K.cg.direction(args[0], args[1].copy(), 0.7)
+        y, d = K.sparse.csr_matvec_dot(M, x, 0.1)
+        outs.append((x_, r_, rr, p_, y, d))
+    for a, b in zip(*outs):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_sparse_operator_matvec_dot_small_matrix(np_rng):
+    """Below the kernel's size the hook still answers (SciPy's product and a dot)."""
+    M = _csr(np_rng, 50, np.float64, symmetric=True)
+    A = matfree.Sparse(M)
+    v = np_rng.standard_normal(50)
+    w, d = A._matvec_dot(v, 0.25)
+    np.testing.assert_array_equal(w, M @ v + 0.25 * v)
+    assert abs(d - float(v @ (M @ v + 0.25 * v))) <= _sum_bound(v * w, np.finfo(np.float64).eps)
+    assert A.num_matvecs == 1
+    with K.disabled():
+        assert A._matvec_dot(v) is NotImplemented  # the reference path then runs
+
+
+def test_sparse_operator_matvec_dot_uses_kernel_when_threaded(np_rng, monkeypatch):
+    n = K.sparse.MIN_NNZ // 4
+    M = _csr(np_rng, n, np.float64, symmetric=True)
+    A = matfree.Sparse(M)
+    v = np_rng.standard_normal(n)
+    calls = []
+    real = K.sparse.csr_matvec_dot
+
+    def spy(*args, **kw):
+        calls.append(1)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(K.sparse, "csr_matvec_dot", spy)
+    monkeypatch.setattr(K.sparse, "PARALLEL_DOT_NNZ", 0)
+    monkeypatch.setattr(K, "num_threads", lambda: 2)
+    w, _ = A._matvec_dot(v, 0.5)
+    assert calls == [1]
+    np.testing.assert_array_equal(w, M @ v + 0.5 * v)
+    monkeypatch.setattr(K, "num_threads", lambda: 1)
+    A._matvec_dot(v, 0.5)
+    assert calls == [1]  # one thread: SciPy's product

@@ -16,7 +16,11 @@ first kernel call, so ``import matfree`` never imports it.
 
 Kernels: :mod:`~matfree._kernels.cg` (CG updates), :mod:`~matfree._kernels.lanczos`
 (three-term recurrence), :mod:`~matfree._kernels.sparse`
-(parallel CSR products for the ``Sparse`` operator).  Switch all of them off
+(parallel CSR products for the ``Sparse`` operator, and the CSR product
+fused with ``pᵀAp`` that CG asks the ``Sparse`` operator for).  The CG and
+fused-product kernels run on one thread below a size threshold (a serial
+twin of the same code: the same numbers), where waking threads would cost
+more than it saves.  Switch all of them off
 with ``MATFREE_NUMBA=0`` in the environment or, for a benchmark, with
 ``with matfree._kernels.disabled(): ...``.
 """
@@ -114,7 +118,7 @@ def warm_up(dtypes=("float32", "float64")) -> dict:
     import scipy.sparse as sp
 
     times = {}
-    n, k = max(cg.MIN_SIZE, sparse.MIN_NNZ), 3
+    k = 3
 
     def first(name, fn, *args, **kw):
         t0 = time.perf_counter()
@@ -123,20 +127,24 @@ def warm_up(dtypes=("float32", "float64")) -> dict:
         if out is NotImplemented:
             raise RuntimeError(f"kernel {name} refused its warm-up inputs")
 
+    # a size below and one above the thread thresholds: serial and threaded twins
+    sizes = (max(cg.MIN_SIZE, sparse.MIN_NNZ), max(cg.PARALLEL_MIN_SIZE, sparse.PARALLEL_DOT_NNZ // 4))
     for name in dtypes:
         dt = np.dtype(name)
-        v = np.ones(n, dtype=dt)
-        V = np.ones((n, k), dtype=dt)
-        VF = np.asfortranarray(V)
-        first("cg.update", cg.update, v, v, v, v, 0.5)
-        first("cg.update", cg.update, V, V, V, V, np.ones(k, dtype=dt))
-        first("cg.residual", cg.residual, v, v, 0.5)
-        first("cg.residual", cg.residual, VF, VF, np.ones(k, dtype=dt))
-        first("cg.direction", cg.direction, v, v, 0.5)
-        first("cg.direction", cg.direction, V, V, np.ones(k, dtype=dt))
+        for n in sizes:
+            v = np.ones(n, dtype=dt)
+            V = np.ones((n, k), dtype=dt)
+            VF = np.asfortranarray(V)
+            first("cg.update", cg.update, v, v, v, v, 0.5)
+            first("cg.update", cg.update, V, V, V, V, np.ones(k, dtype=dt))
+            first("cg.residual", cg.residual, v, v, 0.5)
+            first("cg.residual", cg.residual, VF, VF, np.ones(k, dtype=dt))
+            first("cg.direction", cg.direction, v, v, 0.5)
+            first("cg.direction", cg.direction, V, V, np.ones(k, dtype=dt))
+            M = sp.random(n, n, density=5.0 / n, format="csr", dtype=dt, rng=0)
+            first("sparse.csr_matvec_dot", sparse.csr_matvec_dot, M, v, 0.5)
         W = np.ones((2, n), dtype=dt)
         first("lanczos.recurrence", lanczos.recurrence, W, W, W, np.ones(2, dtype=dt))
-        M = sp.random(n, n, density=5.0 / n, format="csr", dtype=dt, rng=0)
         if num_threads() >= 2:
             first("sparse.csr_matvec", sparse.csr_matvec, M, v)
             first("sparse.csr_matmat", sparse.csr_matmat, M, V)

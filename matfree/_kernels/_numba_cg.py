@@ -111,3 +111,10 @@ def axpy_norm_cols(with_x, with_norm, X, R, P, AP, alpha, Xo, Ro):
         for j in range(k):
             rr[j] += part[c, j]
     return rr
+
+
+# The same drivers compiled without threads (``prange`` runs as ``range``),
+# for blocks below :data:`matfree._kernels.cg.PARALLEL_MIN_SIZE`: identical
+# arithmetic and summation order, no thread synchronisation.
+axpy_norm_rows_serial = numba.njit(cache=True, nogil=True)(axpy_norm_rows.py_func)
+axpy_norm_cols_serial = numba.njit(cache=True, nogil=True)(axpy_norm_cols.py_func)

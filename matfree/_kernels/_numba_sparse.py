@@ -47,3 +47,40 @@ def matmat(indptr, indices, data, X, out, bounds):
     for t in numba.prange(bounds.shape[0] - 1):
         _rows_block(indptr, indices, data, X, out, bounds[t], bounds[t + 1])
     return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _rows_dot(indptr, indices, data, x, shift, out, lo, hi):
+    # rows lo..hi-1 of (M + shift I) x, rounded as ``M @ x + shift * x``, and
+    # their part of xᵀ out in float64
+    jj = np.intp(indptr[lo])
+    s = 0.0
+    for i in range(lo, hi):
+        end = np.intp(indptr[i + 1])
+        acc = data.dtype.type(0.0)
+        while jj < end:
+            acc += data[jj] * x[np.uintp(indices[jj])]
+            jj += 1
+        xi = x[i]
+        if shift != 0.0:
+            acc = acc + shift * xi
+        out[i] = acc
+        s += np.float64(xi) * np.float64(acc)
+    return s
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def matvec_dot(indptr, indices, data, x, shift, out, bounds):
+    """``out = (M + shift I) x`` and ``xᵀ out``, the parts summed in order."""
+    nparts = bounds.shape[0] - 1
+    part = np.empty(nparts, dtype=np.float64)
+    for t in numba.prange(nparts):
+        part[t] = _rows_dot(indptr, indices, data, x, shift, out, bounds[t], bounds[t + 1])
+    s = 0.0
+    for t in range(nparts):
+        s += part[t]
+    return s
+
+
+# without threads, for matrices below :data:`matfree._kernels.sparse.PARALLEL_DOT_NNZ`
+matvec_dot_serial = numba.njit(cache=True, nogil=True)(matvec_dot.py_func)

@@ -1,4 +1,4 @@
-"""Fused conjugate-gradient vector updates (Numba, parallel).
+"""Fused conjugate-gradient vector updates (Numba; parallel above :data:`PARALLEL_MIN_SIZE`).
 
 Twins of the array-API updates of :mod:`matfree.solvers`, with their
 semantics: the solvers own ``x``, ``r`` and ``p`` and the updates work **in
@@ -42,6 +42,21 @@ CHUNK = 4096
 #: fewest entries (``n`` times columns) for which the kernels are used;
 #: below it the launch of the threads costs more than the fusion saves
 MIN_SIZE = 1 << 16
+
+
+#: fewest entries for which the kernels run on several threads; below it a
+#: serial twin of the same code runs (same results).  A parallel region
+#: costs a wake-up of every thread and a barrier at its end: a few
+#: microseconds on an idle machine, but up to a scheduler time slice when
+#: other processes compete for the cores, which would dominate the in-cache
+#: updates of small problems (three regions per CG iteration).
+PARALLEL_MIN_SIZE = 1 << 18
+
+
+def _driver(form, size):
+    """The kernel ``axpy_norm_<form>``, threaded or not by ``size``."""
+    suffix = "" if size >= PARALLEL_MIN_SIZE else "_serial"
+    return getattr(_jit(), "axpy_norm_" + form + suffix)
 
 
 def _jit():
@@ -116,7 +131,7 @@ def _axpy_norm(with_x, arrays, alpha, with_norm=True):
     a = _coefficients(alpha, dtype, k)
     if a is None:
         return NotImplemented
-    kern = getattr(_jit(), "axpy_norm_" + form)
+    kern = _driver(form, arrays[0].size)
     if with_x:
         X, R, P, AP = views
     else:
@@ -159,7 +174,7 @@ def direction(z, p, beta):
     b = _coefficients(beta, z.dtype, k)
     if b is None:
         return NotImplemented
-    kern = getattr(_jit(), "axpy_norm_" + form)
+    kern = _driver(form, p.size)
     P, Z = views
     kern(False, False, P, Z, P, P, -b, P, P)  # P = Z - (-b) P
     return p

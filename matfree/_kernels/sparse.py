@@ -80,6 +80,57 @@ def csr_matmat(M, X):
     return _jit().matmat(M.indptr, M.indices, M.data, X, out, bounds)
 
 
+#: fewest nonzeros for which the fused product runs on several threads
+#: (below it, a serial twin of the same code: same results); see
+#: :data:`matfree._kernels.cg.PARALLEL_MIN_SIZE` for why small problems
+#: stay on one thread
+PARALLEL_DOT_NNZ = 1 << 20
+
+
+#: nonzeros per part of the fused product :func:`csr_matvec_dot` (a fixed
+#: cut, so that its dot product does not depend on the number of threads)
+DOT_PART_NNZ = 1 << 15
+
+
+def fixed_bounds(indptr):
+    """Row boundaries of parts of about :data:`DOT_PART_NNZ` nonzeros (independent of threads)."""
+    n = indptr.shape[0] - 1
+    parts = max(1, min(n, int(indptr[-1]) // DOT_PART_NNZ))
+    targets = np.linspace(0, indptr[-1], parts + 1)
+    bounds = np.searchsorted(indptr, targets, side="left").astype(np.intp)
+    bounds[0], bounds[-1] = 0, n
+    return np.maximum.accumulate(bounds)
+
+
+def csr_matvec_dot(M, x, shift=0.0, bounds=None):
+    """``y = (M + shift I) x`` and ``xᵀy`` (a float) in one pass over ``M`` and ``x``.
+
+    ``M`` is a square SciPy CSR matrix, ``x`` a contiguous 1-D array of its
+    dtype.  ``y`` is rounded exactly as ``M @ x + shift * x`` (each row in
+    storage order, then the shift); ``xᵀy`` is summed in float64, per part
+    of about :data:`DOT_PART_NNZ` nonzeros, then over the parts in order, so
+    it does not depend on the number of threads.  ``bounds`` (from
+    :func:`fixed_bounds`) may be cached by the caller.  Returns
+    ``NotImplemented`` for inputs it does not take (see :func:`pays_off`,
+    except that one thread is enough: the fusion alone saves a pass).
+    """
+    if not _config.active() or type(x) is not np.ndarray or x.ndim != 1:
+        return NotImplemented
+    if getattr(M, "format", None) != "csr" or x.dtype != M.dtype or M.shape[0] != M.shape[1]:
+        return NotImplemented
+    if x.dtype not in (np.float32, np.float64) or not x.flags.c_contiguous:
+        return NotImplemented
+    if M.nnz < MIN_NNZ or x.shape[0] != M.shape[1]:
+        return NotImplemented
+    if bounds is None:
+        bounds = fixed_bounds(M.indptr)
+    out = np.empty(M.shape[0], dtype=x.dtype)
+    kern = _jit().matvec_dot if M.nnz >= PARALLEL_DOT_NNZ else _jit().matvec_dot_serial
+    s = kern(M.indptr, M.indices, M.data, x, x.dtype.type(shift), out, bounds)
+    return out, float(s)
+
+
+
 def csr_product(M, x):
     """``M @ x`` (1-D or 2-D ``x``) on the parallel kernel; check :func:`pays_off` first."""
     return csr_matvec(M, x) if x.ndim == 1 else csr_matmat(M, x)
