@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from matfree import _backend as B
-from matfree import _kernels
+from matfree import _kernels, _progress
 from matfree.operators import Dense, LinearOperator, NonFiniteError, aslinearoperator
 from matfree.results import EigResult
 
@@ -1107,6 +1107,8 @@ def eigsh(
     block_size=1,
     minres_rtol=None,
     minres_maxiter=None,
+    check_multiplicity=True,
+    progress=False,
 ):
     r"""A few eigenpairs of a symmetric operator by thick-restart Lanczos.
 
@@ -1279,7 +1281,11 @@ def eigsh(
             )
     Q0 = _starting_block(xp, v0, n, b, rs, acc)
     if sigma is None:
-        res = _trlan(op, Q0, k, which, tol, maxiter, ncv, rs, op_dtype, acc, xp, dev, return_eigenvectors)
+        with _progress.progress_bar(progress, None, f"eigsh k={k} {which}") as bar:
+            res = _trlan(
+                op, Q0, k, which, tol, maxiter, ncv, rs, op_dtype, acc, xp, dev, return_eigenvectors,
+                check=bool(check_multiplicity), bar=bar,
+            )
         theta, X, resid, nmv, converged, info = res
         info["which"] = which
         return EigResult(
@@ -1291,10 +1297,12 @@ def eigsh(
             "converged" if converged else "maxiter",
             info,
         )
-    return _eigsh_shift_invert(
-        op, Q0, k, which, tol, maxiter, ncv, rs, op_dtype, acc, xp, dev, sigma,
-        minres_rtol, minres_maxiter, return_eigenvectors, extra_matvecs,
-    )
+    with _progress.progress_bar(progress, None, f"eigsh k={k} sigma={sigma}", unit="solve") as bar:
+        return _eigsh_shift_invert(
+            op, Q0, k, which, tol, maxiter, ncv, rs, op_dtype, acc, xp, dev, sigma,
+            minres_rtol, minres_maxiter, return_eigenvectors, extra_matvecs,
+            bool(check_multiplicity), bar,
+        )
 
 
 def _starting_block(xp, v0, n, b, rs, acc):
@@ -1322,7 +1330,10 @@ def _starting_block(xp, v0, n, b, rs, acc):
     return Q0
 
 
-def _trlan(op, Q0, k, which, tol, maxiter, ncv, rs, op_dtype, acc, xp, dev, want_vectors, *, apply=None):
+def _trlan(
+    op, Q0, k, which, tol, maxiter, ncv, rs, op_dtype, acc, xp, dev, want_vectors, *,
+    apply=None, check=False, bar=None,
+):
     """(Block) thick-restart Lanczos with locking: host control, device vectors.
 
     ``Q0`` is a ``(b, n)`` block of starting rows (``b = 1``: single-vector
@@ -1331,6 +1342,13 @@ def _trlan(op, Q0, k, which, tol, maxiter, ncv, rs, op_dtype, acc, xp, dev, want
     ``[c, l)`` kept Ritz vectors (coupled to the first new block by the
     arrowhead), then Lanczos blocks; the current block occupies ``[s, s + b)``.
     ``apply(Q)`` returns ``(A Q^T)^T`` for a block of rows.
+
+    With ``check`` the run does not stop when the ``k`` wanted pairs have
+    converged: it locks them and continues from a fresh random block in their
+    orthogonal complement until the best pair(s) there are resolved (the
+    multiplicity check of :func:`eigsh`, see :func:`_check_targets`); if a
+    wanted value turns up, the check is repeated.  ``bar`` is a progress bar
+    from :func:`matfree._progress.progress_bar`.
 
     Returns ``(theta (k,) ascending host, X (n, k) device or None, residual
     estimates (k,) host, num_products, converged, info)``.
@@ -1345,6 +1363,7 @@ def _trlan(op, Q0, k, which, tol, maxiter, ncv, rs, op_dtype, acc, xp, dev, want
         def apply(Q):
             return _apply_rows(op, Q, op_dtype, acc, xp)
 
+    cap = n if b == 1 else n - b  # largest basis (a block residual must fit beside it)
     V = xp.zeros((m, n), dtype=acc, device=dev)
     T = np.zeros((m, m))
     Q = _orthonormal_rows(xp, Q0, None, rs, acc, dev, n, eps)
@@ -1357,6 +1376,11 @@ def _trlan(op, Q0, k, which, tol, maxiter, ncv, rs, op_dtype, acc, xp, dev, want
     nmv = restarts = n_passes = 0
     anorm = 0.0
     converged = False
+    checking = check_skipped = False  # in a multiplicity check; a check found no room
+    checked = []  # indices (into theta) of the pairs locked at the start of the check
+    check_starts = []  # products spent before each check
+    bar = _progress.progress_bar(False) if bar is None else bar
+    nmv_shown = 0
     while True:
         W = apply(Q)
         nmv += b
@@ -1416,7 +1440,36 @@ def _trlan(op, Q0, k, which, tol, maxiter, ncv, rs, op_dtype, acc, xp, dev, want
         anorm = max(anorm, float(np.max(np.abs(theta))))
         thr = np.maximum(tol * np.abs(theta), 10.0 * eps * anorm)
         ok = res <= thr
-        if theta.shape[0] >= k and bool(np.all(ok[wanted])):
+        wanted = order[:k]
+        # a multiplicity check also waits for the best pair(s) of the complement
+        targets = _check_targets(theta, c, order, k, which) if checking else wanted
+        if theta.shape[0] >= k and bool(np.all(ok[targets])):
+            if check and (not checking or _check_found_new(theta, thr, wanted, checked)):
+                if c + int(np.sum(wanted >= c)) <= cap - 2 * b - 1 and s + b < n:
+                    # ---- multiplicity check: lock the k wanted pairs and restart from a
+                    # fresh random block orthogonal to them (see _check_targets)
+                    V, c, locked_theta, locked_res, checked = _lock_pairs(
+                        xp, V, Y, c, s, b, wanted, theta_a, res_a, locked_theta, locked_res, dev, acc
+                    )
+                    # the complement gets a basis of its own size (the locked vectors
+                    # would otherwise crowd it; a small window converges slowly)
+                    m_new = min(c + max(ncv - k, 20 * b), cap)
+                    if m_new > m:
+                        V = xp.concat([V[:c, :], xp.zeros((m_new - c, n), dtype=acc, device=dev)], axis=0)
+                        T = np.zeros((m_new, m_new))
+                        m = m_new
+                    checking = True
+                    check_starts.append(nmv)
+                    T[:] = 0.0
+                    T[np.arange(c), np.arange(c)] = locked_theta
+                    s = l = c
+                    Q_prev = B_prev = None
+                    Q = _fresh_rows(xp, rs, V[:c, :], b, n, acc)
+                    V = _set(xp, V, (slice(s, s + b), slice(None)), Q)
+                    bar.update(nmv - nmv_shown, converged=f"{k}/{k}", check=len(check_starts))
+                    nmv_shown = nmv
+                    continue
+                check_skipped = True
             converged = True
             break
         if s + b >= n:  # the basis spans the whole space: everything is exact
@@ -1452,12 +1505,16 @@ def _trlan(op, Q0, k, which, tol, maxiter, ncv, rs, op_dtype, acc, xp, dev, want
         if restarts >= maxiter:
             break
         restarts += 1
-        nconv = int(np.sum(ok[wanted]))
-        l_total = _restart_size(k, m, nconv, b)
+        nconv = int(np.sum(ok[targets]))
+        rel = res[wanted] / np.maximum(np.abs(theta[wanted]), eps * anorm)
+        bar.update(nmv - nmv_shown, converged=f"{int(np.sum(ok[wanted]))}/{k}",
+                   max_res=float(np.max(rel)), **({"check": len(check_starts)} if checking else {}))
+        nmv_shown = nmv
+        l_total = _restart_size(targets.size, m, nconv, b)
         # Dropping a coupling perturbs T by its size, so only pairs whose residual
         # is far below the tolerance of every wanted pair are locked.
-        lock_thr = _LOCK_FACTOR * float(np.min(thr[wanted]))
-        act_wanted = wanted[wanted >= c] - c
+        lock_thr = _LOCK_FACTOR * float(np.min(thr[targets]))
+        act_wanted = targets[targets >= c] - c
         new_lock = [i for i in act_wanted if res[c + i] <= lock_thr][: max(m - 2 * b - 1 - c, 0)]
         new_lock = np.asarray(new_lock, dtype=np.int64)
         locked_set = set(new_lock.tolist())
@@ -1501,13 +1558,89 @@ def _trlan(op, Q0, k, which, tol, maxiter, ncv, rs, op_dtype, acc, xp, dev, want
         X = xp.concat(parts, axis=1)
     info = {
         "num_restarts": restarts,
-        "ncv": m,
+        "ncv": ncv,
         "block_size": b,
         "num_converged": int(np.sum(ok[wanted])),
         "num_locked": c,
         "num_gram_schmidt_passes": n_passes,
+        "multiplicity_check": "skipped" if check_skipped else ("done" if check_starts else "off"),
+        "num_multiplicity_checks": len(check_starts),
+        "multiplicity_check_matvecs": nmv - check_starts[0] if check_starts else 0,
     }
+    bar.update(nmv - nmv_shown, converged=f"{int(np.sum(ok[wanted]))}/{k}")
     return theta[sel], X, res[sel], nmv, converged, info
+
+
+def _check_targets(theta, c, order, k, which):
+    r"""Indices (into the Ritz values) of the pairs a multiplicity check waits for.
+
+    After the ``k`` wanted pairs have converged they are locked and the
+    iteration continues from a fresh random vector ``r`` orthogonal to them.
+    A single Krylov space ``K(A, v0)`` contains only the component of ``v0``
+    in each eigenspace, so a further copy of a multiple eigenvalue is missing
+    from it in exact arithmetic (and appears only through rounding errors);
+    in the complement, ``K((I - X X^T) A, r)`` sees it.  The check runs
+    until the best Ritz pair of the complement (one per end for ``"BE"``) has
+    converged to the tolerance too: Ritz values approach the extreme
+    eigenvalues from the inside, and a converged one is the usual Krylov
+    evidence that nothing lies beyond it.  A wanted value found there
+    displaces a locked one and must converge as well.  ``theta`` are the
+    Ritz values (``c`` locked ones first, then those of the complement).
+    Returns the ``k`` wanted indices followed by the extra ones (the best
+    pair(s) of the complement unless already wanted).
+    """
+    wanted = order[:k]
+    act = np.arange(c, theta.shape[0])
+    if act.size == 0:
+        return wanted
+    if which == "LA":
+        best = [act[np.argmax(theta[act])]]
+    elif which == "SA":
+        best = [act[np.argmin(theta[act])]]
+    elif which == "LM":
+        best = [act[np.argmax(np.abs(theta[act]))]]
+    else:
+        best = [act[np.argmax(theta[act])], act[np.argmin(theta[act])]]
+    extra = [i for i in dict.fromkeys(best) if i not in set(wanted.tolist())]
+    return np.concatenate([wanted, np.asarray(extra, dtype=wanted.dtype)])
+
+
+def _check_found_new(theta, thr, wanted, checked):
+    """Whether a multiplicity check changed the wanted set (beyond ties within ``thr``).
+
+    ``checked`` are the indices of the pairs that were wanted (and locked)
+    when the check started, ``wanted`` those wanted now.  A pair that was
+    displaced by a new one of the same value (to the tolerance) does not
+    count: the returned values are the same.
+    """
+    now, before = set(int(i) for i in wanted), set(checked)
+    new = [i for i in now if i not in before]
+    for j in before - now:
+        if not any(abs(theta[i] - theta[j]) <= max(thr[i], thr[j]) for i in new):
+            return True
+    return False
+
+
+def _lock_pairs(xp, V, Y, c, s, b, wanted, theta_a, res_a, locked_theta, locked_res, dev, acc):
+    """Lock the wanted active Ritz pairs (rows ``[c, c + a)`` of ``V`` become their vectors).
+
+    Returns ``(V, c, locked_theta, locked_res, checked)`` with ``checked`` the
+    indices of all wanted pairs in the new numbering (locked first, in order).
+    """
+    act = np.asarray([int(i) - c for i in wanted if i >= c], dtype=np.int64)
+    checked = [int(i) for i in wanted if i < c] + list(range(c, c + act.size))
+    if act.size:
+        Yk = _to_device(xp, dev, Y[:, act], acc)
+        V = _set(xp, V, (slice(c, c + act.size), slice(None)), xp.matrix_transpose(Yk) @ V[c : s + b, :])
+        locked_theta = np.concatenate([locked_theta, theta_a[act]])
+        locked_res = np.concatenate([locked_res, res_a[act]])
+    return V, c + act.size, locked_theta, locked_res, checked
+
+
+def _fresh_rows(xp, rs, Vc, b, n, acc):
+    """``b`` random orthonormal rows orthogonal to the rows of ``Vc`` (two Gram-Schmidt passes)."""
+    dead = np.ones(b, dtype=bool)
+    return _replace_dead_rows(xp, xp.zeros((b, n), dtype=acc, device=B.device(Vc)), dead, Vc, rs, acc, n)
 
 
 def _reorthogonalise_block_again(xp, Qn, Vs):
@@ -1573,7 +1706,7 @@ def _fresh_direction(xp, rs, Vb, n, acc):
 
 def _eigsh_shift_invert(
     op, q0, k, which, tol, maxiter, ncv, rs, op_dtype, acc, xp, dev, sigma,
-    minres_rtol, minres_maxiter, want_vectors, extra_matvecs,
+    minres_rtol, minres_maxiter, want_vectors, extra_matvecs, check, bar,
 ):
     """Lanczos on (A - sigma I)^{-1} through inner MINRES solves."""
     try:
@@ -1625,7 +1758,7 @@ def _eigsh_shift_invert(
         )
         nu, X, _, _, outer_conv, info = _trlan(
             op, start, k, which, tol_outer, maxiter, ncv, rs, op_dtype, acc, xp, dev, True,
-            apply=apply,
+            apply=apply, check=check and attempt == 0, bar=bar,
         )
         restarts += info["num_restarts"]
         if np.any(nu == 0):
