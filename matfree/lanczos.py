@@ -46,6 +46,9 @@ _WHICH = ("LA", "SA", "LM", "BE")
 _DGKS = 1.0 / math.sqrt(2.0)
 #: converged Ritz pairs are locked once their residual is below this fraction of the tolerance
 _LOCK_FACTOR = 0.1
+#: block size of the multiplicity check of eigsh (at least the solver's own; 2 was
+#: measured slower than repeating single-vector checks)
+_CHECK_BLOCK = 1
 
 
 # ======================================================================
@@ -1444,8 +1447,9 @@ def _trlan(
         # a multiplicity check also waits for the best pair(s) of the complement
         targets = _check_targets(theta, c, order, k, which) if checking else wanted
         if theta.shape[0] >= k and bool(np.all(ok[targets])):
-            if check and (not checking or _check_found_new(theta, thr, wanted, checked)):
-                if c + int(np.sum(wanted >= c)) <= cap - 2 * b - 1 and s + b < n:
+            if check and (not checking or _check_found_new(theta, thr, wanted, checked, b)):
+                b_chk = max(b, _CHECK_BLOCK)
+                if c + int(np.sum(wanted >= c)) <= n - 3 * b_chk - 1 and s + b < n:
                     # ---- multiplicity check: lock the k wanted pairs and restart from a
                     # fresh random block orthogonal to them (see _check_targets)
                     V, c, locked_theta, locked_res, checked = _lock_pairs(
@@ -1453,6 +1457,8 @@ def _trlan(
                     )
                     # the complement gets a basis of its own size (the locked vectors
                     # would otherwise crowd it; a small window converges slowly)
+                    b = b_chk
+                    cap = n - b
                     m_new = min(c + max(ncv - k, 20 * b), cap)
                     if m_new > m:
                         V = xp.concat([V[:c, :], xp.zeros((m_new - c, n), dtype=acc, device=dev)], axis=0)
@@ -1605,18 +1611,31 @@ def _check_targets(theta, c, order, k, which):
     return np.concatenate([wanted, np.asarray(extra, dtype=wanted.dtype)])
 
 
-def _check_found_new(theta, thr, wanted, checked):
-    """Whether a multiplicity check changed the wanted set (beyond ties within ``thr``).
+def _check_found_new(theta, thr, wanted, checked, p):
+    """Whether a multiplicity check run with block size ``p`` must be repeated.
 
     ``checked`` are the indices of the pairs that were wanted (and locked)
-    when the check started, ``wanted`` those wanted now.  A pair that was
-    displaced by a new one of the same value (to the tolerance) does not
-    count: the returned values are the same.
+    when the check started, ``wanted`` those wanted now.  A block Krylov
+    space with ``p`` random starting vectors contains ``min(p, m)`` copies of
+    an eigenvalue of multiplicity ``m`` (in the complement), so the check is
+    repeated only when it found ``p`` or more new copies of one value.  A
+    pair displaced by a new one of the same value (to the tolerance ``thr``)
+    does not count: the returned values are the same.
     """
     now, before = set(int(i) for i in wanted), set(checked)
     new = [i for i in now if i not in before]
-    for j in before - now:
-        if not any(abs(theta[i] - theta[j]) <= max(thr[i], thr[j]) for i in new):
+    dropped = [j for j in before if j not in now]
+    # new pairs that replace a dropped one of the same value are ties, not finds
+    ties = set()
+    for j in dropped:
+        for i in new:
+            if i not in ties and abs(theta[i] - theta[j]) <= max(thr[i], thr[j]):
+                ties.add(i)
+                break
+    found = [i for i in new if i not in ties]
+    for i in found:
+        copies = sum(abs(theta[i] - theta[j]) <= max(thr[i], thr[j]) for j in found)
+        if copies >= p:
             return True
     return False
 
