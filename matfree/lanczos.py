@@ -1519,8 +1519,10 @@ def _trlan(
         l_total = _restart_size(targets.size, m, nconv, b)
         # Dropping a coupling perturbs T by its size, so only pairs whose residual
         # is far below the tolerance of every wanted pair are locked.
-        lock_thr = _LOCK_FACTOR * float(np.min(thr[targets]))
-        act_wanted = targets[targets >= c] - c
+        # (only wanted pairs are locked: the extra pair of a multiplicity check stays
+        # active, else the next one would have to converge in its place)
+        lock_thr = _LOCK_FACTOR * float(np.min(thr[wanted]))
+        act_wanted = wanted[wanted >= c] - c
         new_lock = [i for i in act_wanted if res[c + i] <= lock_thr][: max(m - 2 * b - 1 - c, 0)]
         new_lock = np.asarray(new_lock, dtype=np.int64)
         locked_set = set(new_lock.tolist())
