@@ -1165,6 +1165,19 @@ def eigsh(
     minres_rtol, minres_maxiter : float, int, optional
         Inner MINRES settings with ``sigma`` (default ``rtol = tol / 10``
         floored at ``10 eps``, ``maxiter = 10 n``).
+    check_multiplicity : bool
+        After the ``k`` pairs have converged, lock them and continue from a
+        fresh random vector in their orthogonal complement until its best
+        pair has converged too, so that further copies of a multiple
+        eigenvalue are found (see Notes).  Costs the products of converging
+        one more eigenvalue (``info["multiplicity_check_matvecs"]``).  With
+        ``False`` the result may silently lack copies of a multiple
+        eigenvalue, as ARPACK's does.
+    progress : bool
+        Show a tqdm progress bar of the products, with the number of
+        converged pairs and the largest relative residual (updated at each
+        restart).  Needs tqdm (``ImportError`` otherwise); ``False`` does
+        not import it.
 
     Returns
     -------
@@ -1177,8 +1190,10 @@ def eigsh(
         explicitly), ``num_matvecs`` (all products with ``A``, including those
         inside MINRES), ``converged`` and ``status`` (``"converged"`` or
         ``"maxiter"``).  ``info`` holds ``num_restarts``, ``ncv``,
-        ``num_converged``, ``which`` and, with ``sigma``, ``num_solves`` and
-        ``inner_failures``.
+        ``num_converged``, ``which``, ``multiplicity_check`` (``"done"``,
+        ``"off"``, or ``"skipped"`` when ``ncv`` left no room for it),
+        ``num_multiplicity_checks``, ``multiplicity_check_matvecs`` and, with
+        ``sigma``, ``num_solves`` and ``inner_failures``.
 
     Raises
     ------
@@ -1215,7 +1230,13 @@ def eigsh(
     A starting vector has a single component in each eigenspace, so a
     single-vector Krylov method (ARPACK, ``block_size=1``) finds the copies of
     a multiple eigenvalue only through rounding errors and may return fewer
-    copies than exist; ``block_size=b`` finds up to ``b`` of them.
+    copies than exist, with every residual small.  The multiplicity check
+    therefore restarts, once the wanted pairs :math:`X` have converged, from
+    a random :math:`r \perp X` and continues in
+    :math:`\mathcal K((I - XX^\top)A, r)`, which contains a further copy of
+    each multiple eigenvalue, until its best Ritz pair has converged; a
+    wanted value found there displaces a locked pair, and the check is then
+    repeated.  ``block_size=b`` sees up to ``b`` copies in one space.
 
     Backends: NumPy, PyTorch, CuPy, array-api-strict.
 
