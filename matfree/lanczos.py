@@ -1595,6 +1595,7 @@ def _trlan(
         "multiplicity_check": "skipped" if check_skipped else ("done" if check_starts else "off"),
         "num_multiplicity_checks": len(check_starts),
         "multiplicity_check_matvecs": nmv - check_starts[0] if check_starts else 0,
+        "multiplicity_check_matvecs_each": np.diff(check_starts + [nmv]).tolist() if check_starts else [],
     }
     bar.update(nmv - nmv_shown, converged=f"{int(np.sum(ok[wanted]))}/{k}")
     return theta[sel], X, res[sel], nmv, converged, info
