@@ -49,6 +49,12 @@ _LOCK_FACTOR = 0.1
 #: block size of the multiplicity check of eigsh (at least the solver's own; 2 was
 #: measured slower than repeating single-vector checks)
 _CHECK_BLOCK = 1
+#: smallest basis (per block column) of the complement in a multiplicity check
+_CHECK_NCV = 20
+#: smallest default basis (per block column) of eigsh: ARPACK's 20 doubled; on the
+#: clustered top of the 2-D Poisson matrix (m = 200, 300) it halves the products
+#: and the time, with the check, and changes nothing on well separated spectra
+_NCV_MIN = 40
 
 
 # ======================================================================
@@ -1147,7 +1153,8 @@ def eigsh(
         eigenvalues nearest ``sigma`` with products by ``A`` only.
     ncv : int, optional
         Size of the Lanczos basis; memory is ``O(n ncv)``.  Default
-        ``min(n, max(2 k + 1, 20))`` (as ARPACK) for ``block_size=1``, with
+        ``min(n, max(2 k + 1, 40))`` (ARPACK uses 20; 40 needs far fewer
+        products on clustered spectra) for ``block_size=1``, with
         ``k < ncv <= n``; for blocks ``b`` times that, with
         ``k + 2 b <= ncv <= n - b``.
     return_eigenvectors : bool
@@ -1279,7 +1286,7 @@ def eigsh(
     if ncv is None:
         # blocks: b times the single-vector size, so that a cycle reaches the same
         # polynomial degree (measured: far fewer products than a tight basis)
-        ncv = min(cap, max(2 * k + 1, 20) * b)
+        ncv = min(cap, max(2 * k + 1, _NCV_MIN) * b)
     low = k + 1 if b == 1 else k + 2 * b
     if cap < low:
         raise ValueError(
@@ -1480,7 +1487,7 @@ def _trlan(
                     # would otherwise crowd it; a small window converges slowly)
                     b = b_chk
                     cap = n - b
-                    m_new = min(c + max(ncv - k, 20 * b), cap)
+                    m_new = min(c + max(ncv - k, _CHECK_NCV * b), cap)
                     if m_new > m:
                         V = xp.concat([V[:c, :], xp.zeros((m_new - c, n), dtype=acc, device=dev)], axis=0)
                         T = np.zeros((m_new, m_new))
