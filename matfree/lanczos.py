@@ -1471,7 +1471,6 @@ def _trlan(
         anorm = max(anorm, float(np.max(np.abs(theta))))
         thr = np.maximum(tol * np.abs(theta), 10.0 * eps * anorm)
         ok = res <= thr
-        wanted = order[:k]
         # a multiplicity check also waits for the best pair(s) of the complement
         targets = _check_targets(theta, c, order, k, which) if checking else wanted
         if theta.shape[0] >= k and bool(np.all(ok[targets])):
@@ -1486,7 +1485,7 @@ def _trlan(
                     # the complement gets a basis of its own size (the locked vectors
                     # would otherwise crowd it; a small window converges slowly)
                     b = b_chk
-                    cap = n - b
+                    cap = n if b == 1 else n - b
                     m_new = min(c + max(ncv - k, _CHECK_NCV * b), cap)
                     if m_new > m:
                         V = xp.concat([V[:c, :], xp.zeros((m_new - c, n), dtype=acc, device=dev)], axis=0)
