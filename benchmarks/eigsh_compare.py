@@ -11,17 +11,22 @@ relative residual tolerance ``--tol``:
 * the largest relative difference of the eigenvalues to ARPACK's, and the
   largest relative error against the exact eigenvalues (known in closed form
   for the 2-D Poisson matrix, by construction for the power-law matrix),
-* the number of exact eigenvalues found (a single-vector Krylov method,
-  ARPACK's and matfree's default, can miss a copy of a multiple eigenvalue;
-  the top of the 2-D Poisson spectrum has double eigenvalues
-  ``lambda_ij = lambda_ji``; ``block_size=2`` finds them).
+* the number of exact eigenvalues found (a single-vector Krylov method like
+  ARPACK can miss a copy of a multiple eigenvalue; the top of the 2-D Poisson
+  spectrum has double eigenvalues ``lambda_ij = lambda_ji``).  matfree runs
+  with its default multiplicity check (rows ``block b``), which finds them,
+  and without it (``block 1, no check``: what ARPACK does), and the extra
+  products of the check are listed in the last column.
 
 Problems: the 2-D Poisson (5-point Laplacian) matrix on ``m x m`` grids
 (``--sizes``, ``n = m^2``; the issue asks for ``m = 500``) and a dense SPD
 operator with eigenvalues ``i^-1`` (``--dense-n``, ``n = 4000``).
 
-BLAS threads are pinned with threadpoolctl (``--threads``, 2 by default);
-SciPy's sparse products are single-threaded either way.
+BLAS threads are pinned with threadpoolctl (``--threads``, 2 by default),
+and so are Numba's (matfree's parallel CSR kernel); SciPy's sparse products
+are single-threaded either way.  The load average is printed: on a shared
+machine use ``--threads 1`` (parallel kernels degrade badly when the cores
+are oversubscribed).
 
 Run (the sizes of the issue; several minutes, ARPACK alone needs minutes on
 the Poisson matrix)::
@@ -36,6 +41,7 @@ smaller::
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import numpy as np
@@ -97,10 +103,11 @@ def _run_lobpcg(A, k, tol, seed, maxiter):
     return time.perf_counter() - t0, np.sort(w), count[0]
 
 
-def _run_matfree(A, k, tol, v0, block_size, seed):
+def _run_matfree(A, k, tol, v0, block_size, seed, check=True):
     op = matfree.aslinearoperator(A, symmetric=True)
     t0 = time.perf_counter()
-    res = eigsh(op, k, "LA", tol=tol, v0=v0 if block_size == 1 else None, rng=seed, block_size=block_size)
+    res = eigsh(op, k, "LA", tol=tol, v0=v0 if block_size == 1 else None, rng=seed, block_size=block_size,
+                check_multiplicity=check)
     return time.perf_counter() - t0, np.asarray(res.eigenvalues), res.num_matvecs, res
 
 
@@ -110,19 +117,27 @@ def _print_row(label, mv, t, mv_ar, t_ar, d_ar, d_ex, found, k, status):
 
     d_ar = f"{d_ar:10.1e}" if np.isfinite(d_ar) else f"{'-':>10s}"
     print(
-        f"{label:26s} {mv:8d} {ratio(mv, mv_ar)} {t:9.2f} {ratio(t, t_ar)} "
+        f"{label:28s} {mv:8d} {ratio(mv, mv_ar)} {t:9.2f} {ratio(t, t_ar)} "
         f"{d_ar} {d_ex:10.1e} {found:3d}/{k:<2d}  {status}",
         flush=True,
     )
+
+
+def _check_note(res):
+    info = res.info
+    if info.get("multiplicity_check") == "off":
+        return "converged (no check)" if res.converged else res.status
+    return (f"{'converged' if res.converged else res.status}; check {info['multiplicity_check_matvecs']} mv "
+            f"in {info['num_multiplicity_checks']}")
 
 
 def compare(name, A, exact, args, repeats):
     n = A.shape[0]
     k, tol = args.k, args.tol
     v0 = np.random.default_rng(args.seed).standard_normal(n)
-    print(f"\n{name}: n = {n}, top k = {k}, tol = {tol:g}")
+    print(f"\n{name}: n = {n}, top k = {k}, tol = {tol:g}; load average {os.getloadavg()[0]:.2f}")
     head = (
-        f"{'solver':26s} {'matvecs':>8s} {'x ARPACK':>9s} {'time [s]':>9s} {'x ARPACK':>9s} "
+        f"{'solver':28s} {'matvecs':>8s} {'x ARPACK':>9s} {'time [s]':>9s} {'x ARPACK':>9s} "
         f"{'vs ARPACK':>10s} {'vs exact':>10s} {'found':>6s}  status"
     )
     print(head)
@@ -135,15 +150,16 @@ def compare(name, A, exact, args, repeats):
             t_ar = min(t_ar, t)
         _print_row("ARPACK (scipy eigsh)", mv_ar, t_ar, mv_ar, t_ar, 0.0, _rel(w_ar, exact),
                    _found(w_ar, exact, tol), k, "ok")
-    for b in args.block_sizes:
+    runs = [(b, True) for b in args.block_sizes] + ([(1, False)] if args.no_check_row else [])
+    for b, check in runs:
         t_mf = np.inf
         for _ in range(repeats):
-            t, w_mf, mv_mf, res = _run_matfree(A, k, tol, v0, b, args.seed)
+            t, w_mf, mv_mf, res = _run_matfree(A, k, tol, v0, b, args.seed, check)
             t_mf = min(t_mf, t)
-        status = "converged" if res.converged else res.status
         d_ar = _rel(w_mf, w_ar) if w_ar is not None else np.nan
-        _print_row(f"matfree eigsh (block {b})", mv_mf, t_mf, mv_ar, t_ar, d_ar,
-                   _rel(w_mf, exact), _found(w_mf, exact, tol), k, status)
+        label = f"matfree eigsh (block {b})" if check else "matfree (block 1, no check)"
+        _print_row(label, mv_mf, t_mf, mv_ar, t_ar, d_ar,
+                   _rel(w_mf, exact), _found(w_mf, exact, tol), k, _check_note(res))
     if args.lobpcg:
         atol = tol * float(np.max(np.abs(exact)))  # LOBPCG's tolerance is absolute
         t_lo, w_lo, mv_lo = _run_lobpcg(A, k, atol, args.seed, args.lobpcg_maxiter)
@@ -169,14 +185,22 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=1, help="timing repeats on the Poisson matrices")
     p.add_argument("--dense-repeats", type=int, default=3, help="timing repeats on the dense operator")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--block-sizes", type=int, nargs="*", default=[1, 2])
+    p.add_argument("--block-sizes", type=int, nargs="*", default=[1, 2],
+                   help="block sizes of matfree runs with the multiplicity check")
+    p.add_argument("--no-check-row", action=argparse.BooleanOptionalAction, default=True,
+                   help="also run block 1 without the multiplicity check (default: yes)")
     p.add_argument("--no-lobpcg", dest="lobpcg", action="store_false")
     p.add_argument("--no-arpack", dest="arpack", action="store_false",
                    help="skip ARPACK (ratio columns then show '-')")
     p.add_argument("--lobpcg-maxiter", type=int, default=200)
     args = p.parse_args(argv)
     pin_threads(args.threads)
-    print(f"BLAS threads pinned to {args.threads} (threadpoolctl); seed {args.seed}")
+    if matfree._backend.has_numba():
+        import numba
+
+        numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
+    print(f"BLAS and Numba threads pinned to {args.threads} (threadpoolctl, numba.set_num_threads); "
+          f"seed {args.seed}; {os.cpu_count()} CPUs")
     if args.dense_n:
         P, lam = power_law_spd(args.dense_n, c=1.0, seed=args.seed)
         P = np.ascontiguousarray((P + P.T) / 2)

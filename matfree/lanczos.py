@@ -31,9 +31,10 @@ import numbers
 from typing import Any
 
 import numpy as np
+import scipy.linalg
 
 from matfree import _backend as B
-from matfree import _kernels
+from matfree import _kernels, _progress
 from matfree.operators import Dense, LinearOperator, NonFiniteError, aslinearoperator
 from matfree.results import EigResult
 
@@ -46,6 +47,15 @@ _WHICH = ("LA", "SA", "LM", "BE")
 _DGKS = 1.0 / math.sqrt(2.0)
 #: converged Ritz pairs are locked once their residual is below this fraction of the tolerance
 _LOCK_FACTOR = 0.1
+#: block size of the multiplicity check of eigsh (at least the solver's own; 2 was
+#: measured slower than repeating single-vector checks)
+_CHECK_BLOCK = 1
+#: smallest basis (per block column) of the complement in a multiplicity check
+_CHECK_NCV = 20
+#: smallest default basis (per block column) of eigsh: ARPACK's 20 doubled; on the
+#: clustered top of the 2-D Poisson matrix (m = 200, 300) it halves the products
+#: and the time, with the check, and changes nothing on well separated spectra
+_NCV_MIN = 40
 
 
 # ======================================================================
@@ -365,6 +375,11 @@ def _small_dense_on_host(kind, M):
     """
     M = np.asarray(B.to_numpy(M), dtype=np.float64)
     if kind == "eigh":
+        if M.ndim == 2:
+            # LAPACK's MRRR driver: numpy's divide-and-conquer (syevd) calls the
+            # multithreaded BLAS even for a 40 x 40 matrix, which took 15 ms instead
+            # of 0.4 ms per call on a loaded machine (eigsh calls this every step)
+            return scipy.linalg.eigh(M, driver="evr", check_finite=False)
         return np.linalg.eigh(M)
     if kind == "svd":
         return np.linalg.svd(M)
@@ -1107,6 +1122,8 @@ def eigsh(
     block_size=1,
     minres_rtol=None,
     minres_maxiter=None,
+    check_multiplicity=True,
+    progress=False,
 ):
     r"""A few eigenpairs of a symmetric operator by thick-restart Lanczos.
 
@@ -1142,7 +1159,8 @@ def eigsh(
         eigenvalues nearest ``sigma`` with products by ``A`` only.
     ncv : int, optional
         Size of the Lanczos basis; memory is ``O(n ncv)``.  Default
-        ``min(n, max(2 k + 1, 20))`` (as ARPACK) for ``block_size=1``, with
+        ``min(n, max(2 k + 1, 40))`` (ARPACK uses 20; 40 needs far fewer
+        products on clustered spectra) for ``block_size=1``, with
         ``k < ncv <= n``; for blocks ``b`` times that, with
         ``k + 2 b <= ncv <= n - b``.
     return_eigenvectors : bool
@@ -1160,6 +1178,19 @@ def eigsh(
     minres_rtol, minres_maxiter : float, int, optional
         Inner MINRES settings with ``sigma`` (default ``rtol = tol / 10``
         floored at ``10 eps``, ``maxiter = 10 n``).
+    check_multiplicity : bool
+        After the ``k`` pairs have converged, lock them and continue from a
+        fresh random vector in their orthogonal complement until its best
+        pair has converged too, so that further copies of a multiple
+        eigenvalue are found (see Notes).  Costs the products of converging
+        one more eigenvalue (``info["multiplicity_check_matvecs"]``).  With
+        ``False`` the result may silently lack copies of a multiple
+        eigenvalue, as ARPACK's does.
+    progress : bool
+        Show a tqdm progress bar of the products, with the number of
+        converged pairs and the largest relative residual (updated at each
+        restart).  Needs tqdm (``ImportError`` otherwise); ``False`` does
+        not import it.
 
     Returns
     -------
@@ -1172,8 +1203,10 @@ def eigsh(
         explicitly), ``num_matvecs`` (all products with ``A``, including those
         inside MINRES), ``converged`` and ``status`` (``"converged"`` or
         ``"maxiter"``).  ``info`` holds ``num_restarts``, ``ncv``,
-        ``num_converged``, ``which`` and, with ``sigma``, ``num_solves`` and
-        ``inner_failures``.
+        ``num_converged``, ``which``, ``multiplicity_check`` (``"done"``,
+        ``"off"``, or ``"skipped"`` when ``ncv`` left no room for it),
+        ``num_multiplicity_checks``, ``multiplicity_check_matvecs`` and, with
+        ``sigma``, ``num_solves`` and ``inner_failures``.
 
     Raises
     ------
@@ -1210,7 +1243,13 @@ def eigsh(
     A starting vector has a single component in each eigenspace, so a
     single-vector Krylov method (ARPACK, ``block_size=1``) finds the copies of
     a multiple eigenvalue only through rounding errors and may return fewer
-    copies than exist; ``block_size=b`` finds up to ``b`` of them.
+    copies than exist, with every residual small.  The multiplicity check
+    therefore restarts, once the wanted pairs :math:`X` have converged, from
+    a random :math:`r \perp X` and continues in
+    :math:`\mathcal K((I - XX^\top)A, r)`, which contains a further copy of
+    each multiple eigenvalue, until its best Ritz pair has converged; a
+    wanted value found there displaces a locked pair, and the check is then
+    repeated.  ``block_size=b`` sees up to ``b`` copies in one space.
 
     Backends: NumPy, PyTorch, CuPy, array-api-strict.
 
@@ -1253,7 +1292,7 @@ def eigsh(
     if ncv is None:
         # blocks: b times the single-vector size, so that a cycle reaches the same
         # polynomial degree (measured: far fewer products than a tight basis)
-        ncv = min(cap, max(2 * k + 1, 20) * b)
+        ncv = min(cap, max(2 * k + 1, _NCV_MIN) * b)
     low = k + 1 if b == 1 else k + 2 * b
     if cap < low:
         raise ValueError(
@@ -1279,7 +1318,11 @@ def eigsh(
             )
     Q0 = _starting_block(xp, v0, n, b, rs, acc)
     if sigma is None:
-        res = _trlan(op, Q0, k, which, tol, maxiter, ncv, rs, op_dtype, acc, xp, dev, return_eigenvectors)
+        with _progress.progress_bar(progress, None, f"eigsh k={k} {which}") as bar:
+            res = _trlan(
+                op, Q0, k, which, tol, maxiter, ncv, rs, op_dtype, acc, xp, dev, return_eigenvectors,
+                check=bool(check_multiplicity), bar=bar,
+            )
         theta, X, resid, nmv, converged, info = res
         info["which"] = which
         return EigResult(
@@ -1291,10 +1334,12 @@ def eigsh(
             "converged" if converged else "maxiter",
             info,
         )
-    return _eigsh_shift_invert(
-        op, Q0, k, which, tol, maxiter, ncv, rs, op_dtype, acc, xp, dev, sigma,
-        minres_rtol, minres_maxiter, return_eigenvectors, extra_matvecs,
-    )
+    with _progress.progress_bar(progress, None, f"eigsh k={k} sigma={sigma}", unit="solve") as bar:
+        return _eigsh_shift_invert(
+            op, Q0, k, which, tol, maxiter, ncv, rs, op_dtype, acc, xp, dev, sigma,
+            minres_rtol, minres_maxiter, return_eigenvectors, extra_matvecs,
+            bool(check_multiplicity), bar,
+        )
 
 
 def _starting_block(xp, v0, n, b, rs, acc):
@@ -1322,7 +1367,10 @@ def _starting_block(xp, v0, n, b, rs, acc):
     return Q0
 
 
-def _trlan(op, Q0, k, which, tol, maxiter, ncv, rs, op_dtype, acc, xp, dev, want_vectors, *, apply=None):
+def _trlan(
+    op, Q0, k, which, tol, maxiter, ncv, rs, op_dtype, acc, xp, dev, want_vectors, *,
+    apply=None, check=False, bar=None,
+):
     """(Block) thick-restart Lanczos with locking: host control, device vectors.
 
     ``Q0`` is a ``(b, n)`` block of starting rows (``b = 1``: single-vector
@@ -1331,6 +1379,13 @@ def _trlan(op, Q0, k, which, tol, maxiter, ncv, rs, op_dtype, acc, xp, dev, want
     ``[c, l)`` kept Ritz vectors (coupled to the first new block by the
     arrowhead), then Lanczos blocks; the current block occupies ``[s, s + b)``.
     ``apply(Q)`` returns ``(A Q^T)^T`` for a block of rows.
+
+    With ``check`` the run does not stop when the ``k`` wanted pairs have
+    converged: it locks them and continues from a fresh random block in their
+    orthogonal complement until the best pair(s) there are resolved (the
+    multiplicity check of :func:`eigsh`, see :func:`_check_targets`); if a
+    wanted value turns up, the check is repeated.  ``bar`` is a progress bar
+    from :func:`matfree._progress.progress_bar`.
 
     Returns ``(theta (k,) ascending host, X (n, k) device or None, residual
     estimates (k,) host, num_products, converged, info)``.
@@ -1345,6 +1400,7 @@ def _trlan(op, Q0, k, which, tol, maxiter, ncv, rs, op_dtype, acc, xp, dev, want
         def apply(Q):
             return _apply_rows(op, Q, op_dtype, acc, xp)
 
+    cap = n if b == 1 else n - b  # largest basis (a block residual must fit beside it)
     V = xp.zeros((m, n), dtype=acc, device=dev)
     T = np.zeros((m, m))
     Q = _orthonormal_rows(xp, Q0, None, rs, acc, dev, n, eps)
@@ -1357,6 +1413,11 @@ def _trlan(op, Q0, k, which, tol, maxiter, ncv, rs, op_dtype, acc, xp, dev, want
     nmv = restarts = n_passes = 0
     anorm = 0.0
     converged = False
+    checking = check_skipped = False  # in a multiplicity check; a check found no room
+    checked = []  # indices (into theta) of the pairs locked at the start of the check
+    check_starts = []  # products spent before each check
+    bar = _progress.progress_bar(False) if bar is None else bar
+    nmv_shown = 0
     while True:
         W = apply(Q)
         nmv += b
@@ -1416,7 +1477,38 @@ def _trlan(op, Q0, k, which, tol, maxiter, ncv, rs, op_dtype, acc, xp, dev, want
         anorm = max(anorm, float(np.max(np.abs(theta))))
         thr = np.maximum(tol * np.abs(theta), 10.0 * eps * anorm)
         ok = res <= thr
-        if theta.shape[0] >= k and bool(np.all(ok[wanted])):
+        # a multiplicity check also waits for the best pair(s) of the complement
+        targets = _check_targets(theta, c, order, k, which) if checking else wanted
+        if theta.shape[0] >= k and bool(np.all(ok[targets])):
+            if check and (not checking or _check_found_new(theta, thr, wanted, checked, b)):
+                b_chk = max(b, _CHECK_BLOCK)
+                if c + int(np.sum(wanted >= c)) <= n - 3 * b_chk - 1 and s + b < n:
+                    # ---- multiplicity check: lock the k wanted pairs and restart from a
+                    # fresh random block orthogonal to them (see _check_targets)
+                    V, c, locked_theta, locked_res, checked = _lock_pairs(
+                        xp, V, Y, c, s, b, wanted, theta_a, res_a, locked_theta, locked_res, dev, acc
+                    )
+                    # the complement gets a basis of its own size (the locked vectors
+                    # would otherwise crowd it; a small window converges slowly)
+                    b = b_chk
+                    cap = n if b == 1 else n - b
+                    m_new = min(c + max(ncv - k, _CHECK_NCV * b), cap)
+                    if m_new > m:
+                        V = xp.concat([V[:c, :], xp.zeros((m_new - c, n), dtype=acc, device=dev)], axis=0)
+                        T = np.zeros((m_new, m_new))
+                        m = m_new
+                    checking = True
+                    check_starts.append(nmv)
+                    T[:] = 0.0
+                    T[np.arange(c), np.arange(c)] = locked_theta
+                    s = l = c
+                    Q_prev = B_prev = None
+                    Q = _fresh_rows(xp, rs, V[:c, :], b, n, acc)
+                    V = _set(xp, V, (slice(s, s + b), slice(None)), Q)
+                    bar.update(nmv - nmv_shown, converged=f"{k}/{k}", check=len(check_starts))
+                    nmv_shown = nmv
+                    continue
+                check_skipped = True
             converged = True
             break
         if s + b >= n:  # the basis spans the whole space: everything is exact
@@ -1452,10 +1544,16 @@ def _trlan(op, Q0, k, which, tol, maxiter, ncv, rs, op_dtype, acc, xp, dev, want
         if restarts >= maxiter:
             break
         restarts += 1
-        nconv = int(np.sum(ok[wanted]))
-        l_total = _restart_size(k, m, nconv, b)
+        nconv = int(np.sum(ok[targets]))
+        rel = res[wanted] / np.maximum(np.abs(theta[wanted]), eps * anorm)
+        bar.update(nmv - nmv_shown, converged=f"{int(np.sum(ok[wanted]))}/{k}",
+                   max_res=float(np.max(rel)), **({"check": len(check_starts)} if checking else {}))
+        nmv_shown = nmv
+        l_total = _restart_size(targets.size, m, nconv, b)
         # Dropping a coupling perturbs T by its size, so only pairs whose residual
         # is far below the tolerance of every wanted pair are locked.
+        # (only wanted pairs are locked: the extra pair of a multiplicity check stays
+        # active, else the next one would have to converge in its place)
         lock_thr = _LOCK_FACTOR * float(np.min(thr[wanted]))
         act_wanted = wanted[wanted >= c] - c
         new_lock = [i for i in act_wanted if res[c + i] <= lock_thr][: max(m - 2 * b - 1 - c, 0)]
@@ -1501,13 +1599,103 @@ def _trlan(op, Q0, k, which, tol, maxiter, ncv, rs, op_dtype, acc, xp, dev, want
         X = xp.concat(parts, axis=1)
     info = {
         "num_restarts": restarts,
-        "ncv": m,
+        "ncv": ncv,
         "block_size": b,
         "num_converged": int(np.sum(ok[wanted])),
         "num_locked": c,
         "num_gram_schmidt_passes": n_passes,
+        "multiplicity_check": "skipped" if check_skipped else ("done" if check_starts else "off"),
+        "num_multiplicity_checks": len(check_starts),
+        "multiplicity_check_matvecs": nmv - check_starts[0] if check_starts else 0,
+        "multiplicity_check_matvecs_each": np.diff(check_starts + [nmv]).tolist() if check_starts else [],
     }
+    bar.update(nmv - nmv_shown, converged=f"{int(np.sum(ok[wanted]))}/{k}")
     return theta[sel], X, res[sel], nmv, converged, info
+
+
+def _check_targets(theta, c, order, k, which):
+    r"""Indices (into the Ritz values) of the pairs a multiplicity check waits for.
+
+    After the ``k`` wanted pairs have converged they are locked and the
+    iteration continues from a fresh random vector ``r`` orthogonal to them.
+    A single Krylov space ``K(A, v0)`` contains only the component of ``v0``
+    in each eigenspace, so a further copy of a multiple eigenvalue is missing
+    from it in exact arithmetic (and appears only through rounding errors);
+    in the complement, ``K((I - X X^T) A, r)`` sees it.  The check runs
+    until the best Ritz pair of the complement (one per end for ``"BE"``) has
+    converged to the tolerance too: Ritz values approach the extreme
+    eigenvalues from the inside, and a converged one is the usual Krylov
+    evidence that nothing lies beyond it.  A wanted value found there
+    displaces a locked one and must converge as well.  ``theta`` are the
+    Ritz values (``c`` locked ones first, then those of the complement).
+    Returns the ``k`` wanted indices followed by the extra ones (the best
+    pair(s) of the complement unless already wanted).
+    """
+    wanted = order[:k]
+    act = np.arange(c, theta.shape[0])
+    if act.size == 0:
+        return wanted
+    if which == "LA":
+        best = [act[np.argmax(theta[act])]]
+    elif which == "SA":
+        best = [act[np.argmin(theta[act])]]
+    elif which == "LM":
+        best = [act[np.argmax(np.abs(theta[act]))]]
+    else:
+        best = [act[np.argmax(theta[act])], act[np.argmin(theta[act])]]
+    extra = [i for i in dict.fromkeys(best) if i not in set(wanted.tolist())]
+    return np.concatenate([wanted, np.asarray(extra, dtype=wanted.dtype)])
+
+
+def _check_found_new(theta, thr, wanted, checked, p):
+    """Whether a multiplicity check run with block size ``p`` must be repeated.
+
+    ``checked`` are the indices of the pairs that were wanted (and locked)
+    when the check started, ``wanted`` those wanted now.  A block Krylov
+    space with ``p`` random starting vectors contains ``min(p, m)`` copies of
+    an eigenvalue of multiplicity ``m`` (in the complement), so the check is
+    repeated only when it found ``p`` or more new copies of one value.  A
+    pair displaced by a new one of the same value (to the tolerance ``thr``)
+    does not count: the returned values are the same.
+    """
+    now, before = set(int(i) for i in wanted), set(checked)
+    new = [i for i in now if i not in before]
+    dropped = [j for j in before if j not in now]
+    # new pairs that replace a dropped one of the same value are ties, not finds
+    ties = set()
+    for j in dropped:
+        for i in new:
+            if i not in ties and abs(theta[i] - theta[j]) <= max(thr[i], thr[j]):
+                ties.add(i)
+                break
+    found = [i for i in new if i not in ties]
+    for i in found:
+        copies = sum(abs(theta[i] - theta[j]) <= max(thr[i], thr[j]) for j in found)
+        if copies >= p:
+            return True
+    return False
+
+
+def _lock_pairs(xp, V, Y, c, s, b, wanted, theta_a, res_a, locked_theta, locked_res, dev, acc):
+    """Lock the wanted active Ritz pairs (rows ``[c, c + a)`` of ``V`` become their vectors).
+
+    Returns ``(V, c, locked_theta, locked_res, checked)`` with ``checked`` the
+    indices of all wanted pairs in the new numbering (locked first, in order).
+    """
+    act = np.asarray([int(i) - c for i in wanted if i >= c], dtype=np.int64)
+    checked = [int(i) for i in wanted if i < c] + list(range(c, c + act.size))
+    if act.size:
+        Yk = _to_device(xp, dev, Y[:, act], acc)
+        V = _set(xp, V, (slice(c, c + act.size), slice(None)), xp.matrix_transpose(Yk) @ V[c : s + b, :])
+        locked_theta = np.concatenate([locked_theta, theta_a[act]])
+        locked_res = np.concatenate([locked_res, res_a[act]])
+    return V, c + act.size, locked_theta, locked_res, checked
+
+
+def _fresh_rows(xp, rs, Vc, b, n, acc):
+    """``b`` random orthonormal rows orthogonal to the rows of ``Vc`` (two Gram-Schmidt passes)."""
+    dead = np.ones(b, dtype=bool)
+    return _replace_dead_rows(xp, xp.zeros((b, n), dtype=acc, device=B.device(Vc)), dead, Vc, rs, acc, n)
 
 
 def _reorthogonalise_block_again(xp, Qn, Vs):
@@ -1573,7 +1761,7 @@ def _fresh_direction(xp, rs, Vb, n, acc):
 
 def _eigsh_shift_invert(
     op, q0, k, which, tol, maxiter, ncv, rs, op_dtype, acc, xp, dev, sigma,
-    minres_rtol, minres_maxiter, want_vectors, extra_matvecs,
+    minres_rtol, minres_maxiter, want_vectors, extra_matvecs, check, bar,
 ):
     """Lanczos on (A - sigma I)^{-1} through inner MINRES solves."""
     try:
@@ -1625,7 +1813,7 @@ def _eigsh_shift_invert(
         )
         nu, X, _, _, outer_conv, info = _trlan(
             op, start, k, which, tol_outer, maxiter, ncv, rs, op_dtype, acc, xp, dev, True,
-            apply=apply,
+            apply=apply, check=check and attempt == 0, bar=bar,
         )
         restarts += info["num_restarts"]
         if np.any(nu == 0):

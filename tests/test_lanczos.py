@@ -1,6 +1,7 @@
 """Lanczos, block Lanczos and eigsh against dense NumPy references."""
 
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -453,3 +454,102 @@ def test_fused_kernel_path_matches_the_array_api_path(np_rng):
     np.testing.assert_allclose(fast.alpha, ref.alpha, rtol=1e-10)
     np.testing.assert_allclose(fast.beta, ref.beta, rtol=1e-10)
     np.testing.assert_allclose(e_fast.eigenvalues, e_ref.eigenvalues, rtol=1e-10)
+
+
+# ------------------------------------------------------- multiple eigenvalues
+
+
+def _multiple_copies(rng):
+    """Block diagonal diag(S, S, C): a double top eigenvalue and a triple bottom one.
+
+    A single Krylov vector sees one direction of each eigenspace, and the block
+    structure and the wide gaps (quick convergence) keep rounding errors from
+    revealing the others: without the check every ``which`` below misses copies.
+    """
+    s = np.concatenate([[-4.0, -3.0], np.linspace(-1.0, 1.0, 16), [3.0, 4.0]])
+    c = np.concatenate([[-4.0], np.linspace(-3.0, 3.0, 19)])  # shares the bottom only
+    blocks = [_with_spectrum(rng, s), _with_spectrum(rng, s), _with_spectrum(rng, c)]
+    M = np.zeros((60, 60))
+    for i, blk in enumerate(blocks):
+        M[20 * i : 20 * i + 20, 20 * i : 20 * i + 20] = blk
+    return M
+
+
+@pytest.mark.parametrize("which", ["LA", "SA", "BE"])
+def test_eigsh_returns_every_copy_of_a_multiple_eigenvalue(case, which, np_rng):
+    M = _multiple_copies(np_rng)
+    lam = np.linalg.eigvalsh(M)
+    assert np.sum(np.isclose(lam, 4.0)) == 2 and np.sum(np.isclose(lam, -4.0)) == 3
+    k = 6
+    want = {"LA": lam[-k:], "SA": lam[:k], "BE": np.concatenate([lam[: k // 2], lam[-(k - k // 2) :]])}[which]
+    tol = 1e-8 if case.dtype_name == "float64" else 1e-4
+    res = eigsh(case.asarray(M), k, which, tol=tol, rng=1, block_size=1)
+    assert res.converged and res.info["multiplicity_check"] == "done"
+    case.close(res.eigenvalues, np.sort(want), rtol=10 * tol, atol=100 * case.eps * 4.0)
+    X = to_np(res.eigenvectors).astype(np.float64)
+    assert np.abs(X.T @ X - np.eye(k)).max() < 1e3 * case.eps  # the copies are distinct vectors
+
+
+def test_multiplicity_check_cost_and_opt_out(np_rng):
+    M = _multiple_copies(np_rng)
+    lam = np.linalg.eigvalsh(M)
+    A = matfree.Dense(M)
+    res = eigsh(A, 6, "LA", rng=1)
+    np.testing.assert_allclose(res.eigenvalues, lam[-6:], rtol=1e-8)
+    assert res.num_matvecs == A.num_matvecs  # the check's products are counted
+    assert 0 < res.info["multiplicity_check_matvecs"] < res.num_matvecs
+    assert res.info["num_multiplicity_checks"] >= 2  # the first check found second copies
+    off = eigsh(M, 6, "LA", rng=1, check_multiplicity=False)
+    assert off.info["multiplicity_check"] == "off" and off.info["multiplicity_check_matvecs"] == 0
+    assert off.converged and not np.allclose(off.eigenvalues, lam[-6:], rtol=1e-3)  # what is given up
+    assert off.num_matvecs < res.num_matvecs
+    # a simple spectrum: one check that finds nothing
+    simple = eigsh(_with_spectrum(np_rng, np.linspace(1.0, 2.0, 60)), 3, "LA", rng=0)
+    assert simple.info["num_multiplicity_checks"] == 1
+
+
+# ------------------------------------------------------------------ progress
+
+
+class _FakeTqdm:
+    instances = []
+
+    def __init__(self, total=None, desc="", unit="", **kwargs):
+        self.n, self.desc, self.unit, self.postfixes, self.closed = 0, desc, unit, [], False
+        _FakeTqdm.instances.append(self)
+
+    def set_postfix(self, postfix, refresh=True):
+        self.postfixes.append(dict(postfix))
+
+    def update(self, n=1):
+        self.n += n
+
+    def close(self):
+        self.closed = True
+
+
+def test_eigsh_progress_bar_reports_matvecs_and_convergence(monkeypatch, np_rng):
+    import types
+
+    monkeypatch.setitem(sys.modules, "tqdm", types.ModuleType("tqdm"))
+    fake = types.ModuleType("tqdm.auto")
+    fake.tqdm = _FakeTqdm
+    monkeypatch.setitem(sys.modules, "tqdm.auto", fake)
+    _FakeTqdm.instances = []
+    M = _with_spectrum(np_rng, np.linspace(1.0, 2.0, 200))
+    res = eigsh(M, 3, "LA", rng=0, ncv=8, progress=True)
+    (bar,) = _FakeTqdm.instances
+    assert bar.closed and bar.n == res.num_matvecs and bar.unit == "matvec"
+    assert "eigsh" in bar.desc
+    assert {"converged", "max_res"} <= set(bar.postfixes[0])
+    assert bar.postfixes[-1]["converged"] == "3/3"
+    assert any("check" in p for p in bar.postfixes)  # the multiplicity check shows itself
+
+
+def test_eigsh_progress_without_tqdm(monkeypatch, np_rng):
+    monkeypatch.setitem(sys.modules, "tqdm", None)  # import tqdm fails
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)
+    M = _with_spectrum(np_rng, np.linspace(1.0, 2.0, 30))
+    assert eigsh(M, 2, rng=0).converged  # progress=False never imports tqdm
+    with pytest.raises(ImportError, match="progress=True needs tqdm"):
+        eigsh(M, 2, rng=0, progress=True)

@@ -118,7 +118,7 @@ class EigshPowerLaw:
 class EigshPoisson:
     """Top-10 eigenpairs of the 2-D Poisson matrix (double eigenvalues at the top)."""
 
-    params = [[60, 150], ["arpack", "matfree-block1", "matfree-block2"]]
+    params = [[60, 150], ["arpack", "matfree-block1", "matfree-block2", "matfree-block1-nocheck"]]
     param_names = ["m", "solver"]
     timeout = 600
 
@@ -136,8 +136,12 @@ class EigshPoisson:
             op, count = _counting(self.M)
             w = spla.eigsh(op, k=K, which="LA", tol=TOL, v0=self.v0)[0]
             return np.sort(w), count[0]
-        b = int(solver[-1])
-        res = eigsh(self.A, K, "LA", tol=TOL, v0=self.v0 if b == 1 else None, rng=0, block_size=b)
+        check = not solver.endswith("-nocheck")  # the multiplicity check (default) or not
+        b = int(solver.removesuffix("-nocheck")[-1])
+        res = eigsh(
+            self.A, K, "LA", tol=TOL, v0=self.v0 if b == 1 else None, rng=0, block_size=b,
+            check_multiplicity=check,
+        )
         return np.asarray(res.eigenvalues), res.num_matvecs
 
     def time_eigsh(self, m, solver):
