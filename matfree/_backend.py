@@ -151,6 +151,7 @@ def float_dtype(xp, name: str):
 
 
 @functools.cache
+@functools.lru_cache(maxsize=1)
 def has_numba() -> bool:
     """Whether Numba can be imported (checked once, without importing it)."""
     return importlib.util.find_spec("numba") is not None

@@ -11,7 +11,7 @@ BACKENDS = ["numpy"] + (["torch"] if importlib.util.find_spec("torch") else [])
 
 
 def pin_threads(n=THREADS):
-    """Pin BLAS (and torch) thread pools; returns the threadpoolctl controller."""
+    """Pin BLAS, torch and Numba thread pools; returns the threadpoolctl controller."""
     from threadpoolctl import threadpool_limits
 
     ctl = threadpool_limits(limits=n)
@@ -19,6 +19,10 @@ def pin_threads(n=THREADS):
         import torch
 
         torch.set_num_threads(n)
+    if importlib.util.find_spec("numba"):
+        import numba
+
+        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
     return ctl
 
 
