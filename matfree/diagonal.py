@@ -38,12 +38,12 @@ from matfree.trace import (
     _mean_and_stderr,
     _nystrom_core,
     _plan,
-    _student_t_quantile,
-    _tolerance_level,
     _Rule,
     _run_probe_blocks,
     _scalar,
     _Sketch,
+    _student_t_quantile,
+    _tolerance_level,
 )
 
 __all__ = ["diagonal"]
@@ -181,8 +181,7 @@ def _diagonal_xnysdiag(setup, plan):
         history.append(
             _history_entry(setup.spent, xp.linalg.vector_norm(value), xp.linalg.vector_norm(se))
         )
-        k = int(Om.shape[1])
-        if _xdiag_norm_met(xp, plan.tolerance, value, se, k - 1):
+        if _xdiag_norm_met(xp, plan.tolerance, value, se, int(Om.shape[1]) - 1):
             met = True
             break
     info = {"num_probes": int(Om.shape[1]), "shift": nu, "dof": int(Om.shape[1]) - 1}
