@@ -936,10 +936,9 @@ def _mean_and_stderr(xp, ests):
     """Mean of the ``k`` exchangeable estimates and the paper's ``std / sqrt(k)``.
 
     The estimates share all but one probe, so they are positively correlated
-    and this standard error is optimistic; intervals built from it use the
-    Student ``t`` quantile with ``k - 1`` degrees of freedom
-    (:func:`_xtrace_met`, ``info["dof"]``), which fixes the small-``k`` part
-    of the under-coverage but not the correlation part (docs/trace.rst).
+    and this standard error alone is optimistic; XTrace and XNysTrace add
+    the covariance (:func:`_exchangeable_stderr`).  XDiag/XNysDiag still
+    report it as it is.
     """
     k = int(ests.shape[-1])
     mean = xp.mean(ests, axis=-1)
