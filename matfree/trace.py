@@ -715,7 +715,7 @@ def _normalization_scale(setup, Om):
     return (setup.n - int(Om.shape[1]) + 1) / (inv_norm * inv_norm)
 
 
-def _xnystrace_estimates(setup, Om, Y, normalize, method="xnystrace", core=None):
+def _xnystrace_estimates(setup, Om, Y, normalize, method="xnystrace"):
     """The ``k`` leave-one-out XNysTrace estimates from probes ``Om`` and ``Y = A Om``.
 
     With ``G = Omᵀ Y``, ``u_i = Y G^{-1} e_i`` and ``d_i = (G^{-1})_{ii}``, the
@@ -723,8 +723,7 @@ def _xnystrace_estimates(setup, Om, Y, normalize, method="xnystrace", core=None)
     residual on ``ω_i`` is ``ω_iᵀ (A - Â_i) ω_i = 1 / d_i``.
     """
     xp = setup.xp
-    if core is None:
-        core = _nystrom_core(setup, Om, Y, method)
+    core = _nystrom_core(setup, Om, Y, method)
     _, R_y = xp.linalg.qr(core.Y)
     Bm = R_y @ core.F  # Â = Q_y Bm Bmᵀ Q_yᵀ
     M = Bm @ xp.matrix_transpose(core.F)  # column i is Q_yᵀ u_i
@@ -735,8 +734,12 @@ def _xnystrace_estimates(setup, Om, Y, normalize, method="xnystrace", core=None)
     return xp.sum(Bm * Bm) - xp.sum(M * M, axis=0) / d + resid - core.nu * setup.n, core.nu
 
 
-def _xnystrace_leave_two_out(setup, Om, core, normalize):
-    """``E[i, j]``: the XNysTrace estimate of probe ``i`` with probes ``i`` and ``j`` left out.
+def _xnystrace_leave_outs(setup, Om, core, normalize):
+    """Leave-one-out estimates ``e[i]`` and leave-two-out estimates ``E[i, j]`` of XNysTrace.
+
+    ``e`` equals :func:`_xnystrace_estimates`; ``E[i, j]`` is the estimate of
+    probe ``i`` with probes ``i`` and ``j`` left out.  Both come from the same
+    two QR factorisations (of ``Y_nu`` and, to normalise, of ``Om``).
 
     The Nyström approximation without the pair ``S = {i, j}`` is
     ``Â - Y G⁻¹_{:S} (G⁻¹_{SS})⁻¹ G⁻¹_{S:} Yᵀ`` (``G = Ωᵀ Y``), and its
@@ -760,6 +763,7 @@ def _xnystrace_leave_two_out(setup, Om, core, normalize):
     trace_hat = xp.sum(Bm * Bm)
     removed = (Ud[:, None] - 2.0 * c * Un + Ud[None, :]) / det
     resid = 1.0 / (d[:, None] * det)
+    one = trace_hat - Ud + 1.0 / d  # ‖u_i‖² / d_i = Un_ii
     if normalize:
         _, R_om = xp.linalg.qr(Om)
         Gi = _safe_inv_triu(xp, R_om)
@@ -769,8 +773,10 @@ def _xnystrace_leave_two_out(setup, Om, core, normalize):
         _, det_o = _pair_gram(xp, Gram / (sg[:, None] * sg[None, :]))
         norm2 = 1.0 / (gd[:, None] * det_o)  # ‖P_(ij) ω_i‖²
         resid = resid * ((setup.n - k + 2) / norm2)
+        one = trace_hat - Ud + (setup.n - k + 1) * gd / d  # ‖P_i ω_i‖² = 1 / gd_i
     eye = xp.eye(k, dtype=d.dtype, device=B.device(d))
-    return (trace_hat - removed + resid - core.nu * setup.n) * (1.0 - eye)
+    two = (trace_hat - removed + resid - core.nu * setup.n) * (1.0 - eye)
+    return one - core.nu * setup.n, two
 
 
 def _exchangeable_stderr(xp, ests, pair_ests):
@@ -981,11 +987,10 @@ def _xnystrace_summary(setup, Om, Y, normalize):
     """As :func:`_xtrace_summary` for XNysTrace; also returns the shift ``nu``."""
     xp = setup.xp
     core = _nystrom_core(setup, Om, Y, "xnystrace")
-    ests, nu = _xnystrace_estimates(setup, Om, Y, normalize, core=core)
-    pair = _xnystrace_leave_two_out(setup, Om, core, normalize)
+    ests, pair = _xnystrace_leave_outs(setup, Om, core, normalize)
     value, se, paper, gamma = _exchangeable_stderr(xp, ests, pair)
     k = int(Om.shape[1])
-    return ests, nu, value, se, {"dof": k - 1, "stderr_paper": paper, "interaction": gamma}
+    return ests, core.nu, value, se, {"dof": k - 1, "stderr_paper": paper, "interaction": gamma}
 
 
 def _trace_xtrace(setup, plan):
