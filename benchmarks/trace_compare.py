@@ -35,7 +35,7 @@ each of its calls.
 
 Run::
 
-    /work/venv/bin/python benchmarks/trace_compare.py               # n=4000
+    PYTHONPATH=. /work/venv/bin/python benchmarks/trace_compare.py  # n=4000, this checkout
     /work/venv/bin/python benchmarks/trace_compare.py --threads 1    # busy machine
     /work/venv/bin/python benchmarks/trace_compare.py --n 1000 --trials 4
 
@@ -299,7 +299,8 @@ def main(argv=None):
     print(f"# trace estimators, n={n}, budgets {BUDGETS}, {T} trials (curvlinops {T_peer}, "
           f"imate {args.imate_trials}), BLAS/torch threads pinned to {args.threads}")
     print(f"# load average {os.getloadavg()}")
-    print(f"# matfree {matfree.__version__}; numpy {np.__version__}; {cl_note}; {im_note}")
+    print(f"# matfree {matfree.__version__} from {matfree.__file__}; numpy {np.__version__}; "
+          f"{cl_note}; {im_note}")
     print("# timings taken on a shared 2-core machine under load from other jobs: noisy")
 
     t_setup = time.perf_counter()
