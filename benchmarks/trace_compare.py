@@ -14,6 +14,16 @@ Peers, when installed: curvlinops (``hutchinson_trace``, ``hutchpp_trace``,
 has no Hutchinson for tr(A) itself, and needs A as a sparse matrix there).
 Hutch++ needs a multiple of 3, so its "100" budget is 99 (for both libraries).
 
+The issue's target, "XTrace never worse than Hutch++ at the same budget", is
+checked in its own table: the median relative error of each over the trials
+with a distribution-free 95% interval for the median (order statistics of a
+Binomial(trials, 1/2)), their ratio, and a verdict: ``yes`` (XTrace's median
+is at most Hutch++'s), ``tie`` (it is larger but the two intervals overlap, so
+the trials cannot tell them apart) or ``NO`` (XTrace's interval lies above
+Hutch++'s).  A last table gives the coverage of the 95% intervals of
+matfree's estimators over the trials: normal quantile (``est.ci``) and, for
+the XTrace family, the Student-t quantile with ``info["dof"]`` = k - 1.
+
 BLAS and torch are pinned to ``--threads`` threads (default 2, the machine's
 cores) with threadpoolctl.  On an oversubscribed machine pass ``--threads 1``:
 with other jobs running, two OpenBLAS threads made LAPACK's QR about five
@@ -25,9 +35,13 @@ each of its calls.
 
 Run::
 
-    /work/venv/bin/python benchmarks/trace_compare.py               # n=4000
+    PYTHONPATH=. /work/venv/bin/python benchmarks/trace_compare.py  # n=4000, this checkout
     /work/venv/bin/python benchmarks/trace_compare.py --threads 1    # busy machine
     /work/venv/bin/python benchmarks/trace_compare.py --n 1000 --trials 4
+
+The default of 30 trials takes about 10 minutes with peers on a quiet
+2-core machine (every estimate is a dense n=4000 product); ``--trials`` and
+``--peer-trials`` trade time for the width of the median intervals.
 """
 
 from __future__ import annotations
@@ -35,11 +49,13 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import math
+import os
 import statistics
 import sys
 import time
 
 import numpy as np
+from scipy import stats
 from threadpoolctl import threadpool_limits
 
 import matfree
@@ -48,6 +64,8 @@ from matfree.trace import trace
 SPECTRA = ("flat", "i^-0.5", "i^-1", "i^-2", "i^-3", "exp")
 BUDGETS = (30, 100, 300)
 OURS = ("hutchinson", "hutchpp", "na_hutchpp", "xtrace", "xnystrace")
+#: errors below this relative size are rounding, not sampling error (coverage table)
+ROUNDING = 1e3 * np.finfo(float).eps
 CURVLINOPS = {"hutchinson": "hutchinson_trace", "hutchpp": "hutchpp_trace", "xtrace": "xtrace"}
 
 
@@ -83,9 +101,10 @@ def timed(fn):
 
 
 def run_ours(A, method, m, seed):
+    """Value, stderr, degrees of freedom (``None``: normal) and wall time of one estimate."""
     est, dt = timed(lambda: trace(A, method=method, num_matvecs=budget_for(method, m),
                                   use_exact=False, rng=seed))
-    return float(est), dt
+    return float(est), float(est.stderr), est.info.get("dof"), dt
 
 
 def load_curvlinops():
@@ -171,6 +190,32 @@ def block_speedup(A, xp, n, num_probes=300, repeats=2):
 # ----------------------------------------------------------------------
 
 
+def median_interval(x, level=0.95):
+    """Median of ``x`` and a distribution-free ``level`` interval for it (order statistics).
+
+    The number of samples below the true median is Binomial(T, 1/2), so
+    ``[x_(l), x_(u)]`` with ``l``, ``u`` its lower and upper quantiles covers
+    the median with probability at least ``level`` (about ``level`` for T >= 30).
+    """
+    x = np.sort(np.asarray(x, dtype=float))
+    T = len(x)
+    lo = int(stats.binom.ppf((1 - level) / 2, T, 0.5))
+    hi = int(stats.binom.isf((1 - level) / 2, T, 0.5))
+    lo, hi = max(lo, 1), min(hi, T - 1)
+    return float(np.median(x)), float(x[lo - 1]), float(x[hi])
+
+
+def verdict(x, h):
+    """``yes`` / ``tie`` / ``NO`` for "XTrace <= Hutch++" from two (median, lo, hi)."""
+    if x[0] <= h[0]:
+        return "yes"
+    return "tie" if x[1] <= h[2] else "NO"
+
+
+def fmt_med(t):
+    return f"{t[0]:8.2e} [{t[1]:8.2e}, {t[2]:8.2e}]"
+
+
 def fmt_err(x):
     return f"{x:9.2e}" if math.isfinite(x) else "        -"
 
@@ -183,10 +228,49 @@ def slope(errs):
     return float(np.polyfit(x, y, 1)[0])
 
 
+def compare_xtrace_hutchpp(spectra, rels, with_peers, T, T_peer, with_ours):
+    """The issue's target table: XTrace <= Hutch++ at the same budget, with median intervals."""
+    pairs = []
+    if with_ours:
+        pairs.append(("matfree", "mf:xtrace", "mf:hutchpp", T))
+    if with_peers:
+        pairs.append(("curvlinops", "cl:xtrace", "cl:hutchpp", T_peer))
+    for label, xc, hc, trials in pairs:
+        print(f"\n## XTrace <= Hutch++? ({label}, {trials} trials; Hutch++ budget rounded "
+              "down to a multiple of 3): median relative error [95% interval for the median]")
+        print(f"{'spectrum':8s} {'budget':>6s} {'XTrace':>32s} {'Hutch++':>32s} "
+              f"{'ratio':>6s}  XTrace <= Hutch++?")
+        for name in spectra:
+            for m in BUDGETS:
+                x = median_interval(rels[(name, xc)][m])
+                h = median_interval(rels[(name, hc)][m])
+                ratio = x[0] / h[0] if h[0] > 0 else (1.0 if x[0] == 0 else math.inf)
+                print(f"{name:8s} {m:6d} {fmt_med(x):>32s} {fmt_med(h):>32s} {ratio:6.2f}  "
+                      f"{verdict(x, h)}")
+
+
+def print_coverage(spectra, ours, coverage, T):
+    """Share of trials whose 95% interval holds the truth: normal / Student-t (XTrace family)."""
+    half = 1.959964 * math.sqrt(0.95 * 0.05 / T)
+    print(f"\n## coverage of the 95% interval over {T} trials (normal z=1.96 / Student t "
+          f"with k-1 dof for the XTrace family; binomial 95% spread around 0.95: "
+          f"+-{half:.2f})")
+    print(f"{'spectrum':8s} {'budget':>6s} " + " ".join(f"{m:>13s}" for m in ours))
+    for name in spectra:
+        for m in BUDGETS:
+            cells = []
+            for method in ours:
+                z, t = coverage[(name, method)][m]
+                cells.append(f"{z:.2f}/{t:.2f}" if method.startswith("x") else f"{z:.2f}")
+            print(f"{name:8s} {m:6d} " + " ".join(f"{c:>13s}" for c in cells))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=4000)
-    ap.add_argument("--trials", type=int, default=5, help="seeded trials per estimator")
+    ap.add_argument("--trials", type=int, default=30, help="seeded trials per estimator")
+    ap.add_argument("--peer-trials", type=int, default=None,
+                    help="trials for curvlinops (default: --trials)")
     ap.add_argument("--imate-trials", type=int, default=1, help="imate is slow here (sparse B)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-peers", action="store_true")
@@ -197,6 +281,7 @@ def main(argv=None):
     ap.add_argument("--no-block-test", action="store_true", help="skip the matmat/matvec timing")
     args = ap.parse_args(argv)
     n, T = args.n, args.trials
+    T_peer = T if args.peer_trials is None else min(args.peer_trials, T)
     spectra = [s for s in args.spectra.split(",") if s]
     ours = [m for m in args.methods.split(",") if m]
     for s in spectra:
@@ -211,9 +296,11 @@ def main(argv=None):
         import torch
 
         torch.set_num_threads(args.threads)
-    print(f"# trace estimators, n={n}, budgets {BUDGETS}, {T} trials "
-          f"(imate {args.imate_trials}), BLAS/torch threads pinned to {args.threads}")
-    print(f"# matfree {matfree.__version__}; numpy {np.__version__}; {cl_note}; {im_note}")
+    print(f"# trace estimators, n={n}, budgets {BUDGETS}, {T} trials (curvlinops {T_peer}, "
+          f"imate {args.imate_trials}), BLAS/torch threads pinned to {args.threads}")
+    print(f"# load average {os.getloadavg()}")
+    print(f"# matfree {matfree.__version__} from {matfree.__file__}; numpy {np.__version__}; "
+          f"{cl_note}; {im_note}")
     print("# timings taken on a shared 2-core machine under load from other jobs: noisy")
 
     t_setup = time.perf_counter()
@@ -227,7 +314,8 @@ def main(argv=None):
     if imate is not None:
         columns += ["imate:hutchinson"]
     errors = {}  # (spectrum, column) -> {budget: median rel err}
-    rms = {}  # (spectrum, column) -> {budget: root-mean-square rel err}
+    rels = {}  # (spectrum, column) -> {budget: [rel err per trial]}
+    coverage = {}  # (spectrum, method) -> {budget: (normal, student-t) coverage}
     times = {c: {m: [] for m in BUDGETS} for c in columns}
 
     for name in spectra:
@@ -237,14 +325,19 @@ def main(argv=None):
         truth = float(np.trace(M))
         A = matfree.Dense(M, symmetric=True)
         rel = {c: {m: [] for m in BUDGETS} for c in columns}
+        hits = {(meth, m): [] for meth in ours for m in BUDGETS}  # (normal, t) covered?
         for m in BUDGETS:
             for t in range(T):
                 seed = 1000 * m + t
                 for method in ours:
-                    val, dt = run_ours(A, method, m, seed)
+                    val, se, dof, dt = run_ours(A, method, m, seed)
                     rel[f"mf:{method}"][m].append(abs(val - truth) / abs(truth))
                     times[f"mf:{method}"][m].append(dt)
-                if cl is not None:
+                    # an error at rounding level counts as covered (XTrace is exact on "flat")
+                    err = max(abs(val - truth) - ROUNDING * abs(truth), 0.0)
+                    q = stats.t.ppf(0.975, dof) if dof else 1.959964
+                    hits[(method, m)].append((err <= 1.959964 * se, err <= q * se))
+                if cl is not None and t < T_peer:
                     import torch
 
                     Mt = torch.from_numpy(M)
@@ -264,7 +357,9 @@ def main(argv=None):
                 times["imate:hutchinson"][max(BUDGETS)].append(dt)
         for c in columns:
             errors[(name, c)] = {m: statistics.median(v) for m, v in rel[c].items() if v}
-            rms[(name, c)] = {m: math.sqrt(np.mean(np.square(v))) for m, v in rel[c].items() if v}
+            rels[(name, c)] = rel[c]
+        for (method, m), h in hits.items():
+            coverage.setdefault((name, method), {})[m] = tuple(np.mean(h, axis=0))
         print(f"\n## spectrum {name}: tr(A) = {truth:.6g}; median relative error")
         print("budget " + " ".join(f"{c:>13s}" for c in columns))
         for m in BUDGETS:
@@ -278,16 +373,9 @@ def main(argv=None):
     for name in spectra:
         print(f"{name:8s} " + " ".join(f"{slope(errors[(name, c)]):13.2f}" for c in columns))
 
-    print("\n## XTrace vs Hutch++ (matfree) at the same budget: median (and RMS) relative "
-          "error, xtrace <= hutchpp?")
-    for name in spectra if {"xtrace", "hutchpp"} <= set(ours) else []:
-        flags = []
-        for m in BUDGETS:
-            x, h = errors[(name, "mf:xtrace")][m], errors[(name, "mf:hutchpp")][m]
-            xr, hr = rms[(name, "mf:xtrace")][m], rms[(name, "mf:hutchpp")][m]
-            flags.append(f"{m}: {'yes' if x <= h else 'NO '} {x:.1e} vs {h:.1e} "
-                         f"(RMS {'yes' if xr <= hr else 'NO '} {xr:.1e} vs {hr:.1e})")
-        print(f"{name:8s} " + "; ".join(flags))
+    compare_xtrace_hutchpp(spectra, rels, cl is not None and set(ours) >= {"xtrace", "hutchpp"},
+                           T, T_peer, set(ours) >= {"xtrace", "hutchpp"})
+    print_coverage(spectra, ours, coverage, T)
 
     print("\n## median wall time per estimate [ms] (all spectra; imate: one 300-sample run)")
     print("budget " + " ".join(f"{c:>13s}" for c in columns))

@@ -44,6 +44,8 @@ from matfree.trace import (
     _run_probe_blocks,
     _scalar,
     _Sketch,
+    _student_t_quantile,
+    _tolerance_level,
 )
 
 __all__ = ["diagonal"]
@@ -65,6 +67,18 @@ def _norm_met(xp, tol, value, stderr):
     return tol.met(
         _scalar(xp.linalg.vector_norm(value)), _scalar(xp.linalg.vector_norm(stderr))
     )
+
+
+def _xdiag_norm_met(xp, tol, value, stderr, dof):
+    """:func:`_norm_met` with the Student-``t`` quantile of ``dof = k - 1`` (XDiag family).
+
+    The per-entry standard errors come from ``k`` exchangeable leave-one-out
+    estimates, so their intervals use ``k - 1`` degrees of freedom, as for
+    XTrace (:func:`matfree.trace._xtrace_met`).
+    """
+    t = _student_t_quantile(_tolerance_level(tol), dof)
+    value_norm = _scalar(xp.linalg.vector_norm(value))
+    return t * _scalar(xp.linalg.vector_norm(stderr)) <= tol.target(value_norm)
 
 
 def _diagonal_hutchinson(setup, plan):
@@ -113,7 +127,7 @@ def _diagonal_xdiag(setup, plan):
     if not plan.adaptive:
         sk = _grow_sketch(setup, _Sketch(), plan.budget // 2, transpose_z=True)
         value, se = _mean_and_stderr(xp, _xdiag_estimates(setup, sk))
-        return value, se, True, {"num_probes": sk.k}
+        return value, se, True, {"num_probes": sk.k, "dof": sk.k - 1}
     sk, history, met = _Sketch(), [], False
     while True:
         b = _growth(sk.k, max(2, setup.block), (plan.max_matvecs - setup.spent) // 2)
@@ -124,10 +138,10 @@ def _diagonal_xdiag(setup, plan):
         history.append(
             _history_entry(setup.spent, xp.linalg.vector_norm(value), xp.linalg.vector_norm(se))
         )
-        if _norm_met(xp, plan.tolerance, value, se):
+        if _xdiag_norm_met(xp, plan.tolerance, value, se, sk.k - 1):
             met = True
             break
-    return value, se, met, {"num_probes": sk.k, "history": history}
+    return value, se, met, {"num_probes": sk.k, "dof": sk.k - 1, "history": history}
 
 
 def _xnysdiag_estimates(setup, Om, Y):
@@ -153,7 +167,7 @@ def _diagonal_xnysdiag(setup, plan):
         Om = setup.probes(plan.budget)
         ests, nu = _xnysdiag_estimates(setup, Om, setup.apply(Om))
         value, se = _mean_and_stderr(xp, ests)
-        return value, se, True, {"num_probes": plan.budget, "shift": nu}
+        return value, se, True, {"num_probes": plan.budget, "shift": nu, "dof": plan.budget - 1}
     Om, Y, history, met = None, None, [], False
     while True:
         k = 0 if Om is None else int(Om.shape[1])
@@ -169,10 +183,11 @@ def _diagonal_xnysdiag(setup, plan):
         history.append(
             _history_entry(setup.spent, xp.linalg.vector_norm(value), xp.linalg.vector_norm(se))
         )
-        if _norm_met(xp, plan.tolerance, value, se):
+        if _xdiag_norm_met(xp, plan.tolerance, value, se, int(Om.shape[1]) - 1):
             met = True
             break
-    return value, se, met, {"num_probes": int(Om.shape[1]), "shift": nu, "history": history}
+    info = {"num_probes": int(Om.shape[1]), "shift": nu, "dof": int(Om.shape[1]) - 1}
+    return value, se, met, {**info, "history": history}
 
 
 _DIAGONAL_IMPLS = {
