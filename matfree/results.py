@@ -68,10 +68,16 @@ class Estimate:
     info: dict = dataclasses.field(default_factory=dict)
 
     def confidence_interval(self, level=0.95):
-        """Normal-approximation interval ``value ± z · stderr`` at ``level``."""
+        """``value ± q · stderr`` at ``level``: q a Student-t quantile with ``info["dof"]``, else normal."""
         if not 0.0 < level < 1.0:
             raise ValueError(f"level={level} must be in (0, 1)")
-        z = NormalDist().inv_cdf(0.5 + level / 2.0)
+        dof = self.info.get("dof") if isinstance(self.info, dict) else None
+        if dof:
+            from scipy.special import stdtrit
+
+            z = float(stdtrit(float(dof), 0.5 + level / 2.0))
+        else:
+            z = NormalDist().inv_cdf(0.5 + level / 2.0)
         return (self.value - z * self.stderr, self.value + z * self.stderr)
 
     @property

@@ -1373,7 +1373,11 @@ def trace(
       :math:`i`-th; :math:`\hat t_i = \operatorname{tr}(Q_{(i)}^\top A
       Q_{(i)}) + \omega_i^\top(I-Q_{(i)}Q_{(i)}^\top)A(I-Q_{(i)}Q_{(i)}^\top)
       \omega_i`, :math:`\hat t = \operatorname{mean}_i \hat t_i`, standard
-      error :math:`\operatorname{std}_i(\hat t_i)/\sqrt k`.  All
+      error from :math:`\operatorname{std}_i(\hat t_i)^2/k` plus the
+      covariance of the leave-one-out estimates, estimated from their
+      leave-two-out versions (:doc:`/trace`; the paper's
+      :math:`\operatorname{std}_i/\sqrt k` runs low and is kept in
+      ``info["stderr_paper"]``), with :math:`k-1` degrees of freedom.  All
       :math:`Q_{(i)}` come from one QR factorisation :math:`Y = QR`:
       :math:`Q_{(i)}Q_{(i)}^\top = Q(I - s_is_i^\top)Q^\top` with
       :math:`s_i \propto R^{-\top}e_i`.

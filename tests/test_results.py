@@ -60,3 +60,16 @@ def test_progress_bar_optional(capsys):
     pytest.importorskip("tqdm")
     with progress_bar(True, 10, desc="cg") as bar:
         bar.update(5, err=0.5)
+
+
+def test_confidence_interval_uses_student_t_when_dof_is_known():
+    """Few exchangeable estimates (XTrace family): the interval takes the t quantile."""
+    from scipy import stats
+
+    normal = Estimate(value=10.0, stderr=2.0, num_matvecs=8, method="m")
+    lo, hi = normal.confidence_interval(0.9)
+    assert hi - 10.0 == pytest.approx(2.0 * stats.norm.ppf(0.95), rel=1e-12)
+    few = Estimate(value=10.0, stderr=2.0, num_matvecs=8, method="m", info={"dof": 3})
+    lo, hi = few.ci
+    assert hi - 10.0 == pytest.approx(2.0 * stats.t.ppf(0.975, 3), rel=1e-12)
+    assert 10.0 - lo == pytest.approx(hi - 10.0)
