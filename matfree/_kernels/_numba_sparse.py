@@ -52,20 +52,16 @@ def matmat(indptr, indices, data, X, out, bounds):
 @numba.njit(cache=True, nogil=True)
 def _rows_dot(indptr, indices, data, x, shift, out, lo, hi):
     # rows lo..hi-1 of (M + shift I) x, rounded as ``M @ x + shift * x``, and
-    # their part of xᵀ out in float64
-    jj = np.intp(indptr[lo])
+    # their part of xᵀ out in float64.  The rows first (the tight loop of
+    # ``_rows``), then the shift and the dot over the part while it is in cache:
+    # one loop doing both ran 35% slower
+    _rows(indptr, indices, data, x, out, lo, hi)
     s = 0.0
+    if shift != 0.0:
+        for i in range(lo, hi):
+            out[i] = out[i] + shift * x[i]
     for i in range(lo, hi):
-        end = np.intp(indptr[i + 1])
-        acc = data.dtype.type(0.0)
-        while jj < end:
-            acc += data[jj] * x[np.uintp(indices[jj])]
-            jj += 1
-        xi = x[i]
-        if shift != 0.0:
-            acc = acc + shift * xi
-        out[i] = acc
-        s += np.float64(xi) * np.float64(acc)
+        s += np.float64(x[i]) * np.float64(out[i])
     return s
 
 
