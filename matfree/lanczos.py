@@ -1494,7 +1494,12 @@ def _trlan(
                     cap = n if b == 1 else n - b
                     m_new = min(c + max(ncv - k, _CHECK_NCV * b), cap)
                     if m_new > m:
-                        V = xp.concat([V[:c, :], xp.zeros((m_new - c, n), dtype=acc, device=dev)], axis=0)
+                        # the old basis goes before the new one is made (peak: c + m_new rows)
+                        locked_rows = xp.asarray(V[:c, :], copy=True)
+                        V = Q = Q_prev = None
+                        V = xp.zeros((m_new, n), dtype=acc, device=dev)
+                        V = _set(xp, V, (slice(0, c), slice(None)), locked_rows)
+                        del locked_rows
                         T = np.zeros((m_new, m_new))
                         m = m_new
                     checking = True
