@@ -301,7 +301,8 @@ def main(argv=None):
     print(f"# load average {os.getloadavg()}")
     print(f"# matfree {matfree.__version__} from {matfree.__file__}; numpy {np.__version__}; "
           f"{cl_note}; {im_note}")
-    print("# timings taken on a shared 2-core machine under load from other jobs: noisy")
+    if os.getloadavg()[0] > 0.5 * (os.cpu_count() or 1):
+        print("# the machine is busy (load average above half the cores): timings are noisy")
 
     t_setup = time.perf_counter()
     rng = np.random.default_rng(0)
