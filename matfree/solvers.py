@@ -310,6 +310,28 @@ def _product_curvature(xp, op, p, shift):
     return Ap, float(xp.vecdot(p, Ap))
 
 
+def _preconditioned(M, r, rr, dtype, xp, it):
+    """``(z, rho, None)`` with ``z = M r`` and ``rho = rᵀz`` (``r`` and ``rr`` without ``M``),
+    or ``(None, None, (status, message))`` when ``M r`` is not finite or ``M`` is not
+    positive definite (``rho <= 0``).  Host scalar: ``rho``.
+    """
+    if M is None:
+        return r, rr, None
+    try:
+        z = _precondition(M, r, dtype, xp, False)
+    except NonFiniteError as err:
+        return None, None, ("non_finite", str(err))
+    rho = float(xp.vecdot(r, z))
+    if not math.isfinite(rho):
+        return None, None, ("non_finite", f"r^T M r is not finite at iteration {it}")
+    if rho <= 0.0:
+        return None, None, ("indefinite_preconditioner", (
+            f"r^T M r = {rho:.3e} <= 0 at iteration {it}: the preconditioner M "
+            "is not positive definite"
+        ))
+    return z, rho, None
+
+
 def _precondition(M, r, dtype, xp, block):
     z = M.matmat(r) if block else M.matvec(r)
     return z if z.dtype == dtype else xp.astype(z, dtype)
@@ -610,23 +632,9 @@ def _cg_single(A, b, shift, M, x, tol, maxiter, callback, xp, dtype, inv_bnorm, 
             break
         if it >= maxiter:
             break
-        if M is None:
-            z, rho = r, rr
-        else:
-            try:
-                z = _precondition(M, r, dtype, xp, False)
-            except NonFiniteError as err:
-                return _cg_fault(x, it, history, "non_finite", num_matvecs, info, str(err))
-            rho = float(xp.vecdot(r, z))
-            if not math.isfinite(rho):
-                msg = f"r^T M r is not finite at iteration {it}"
-                return _cg_fault(x, it, history, "non_finite", num_matvecs, info, msg)
-            if rho <= 0.0:
-                msg = (
-                    f"r^T M r = {rho:.3e} <= 0 at iteration {it}: the preconditioner M "
-                    "is not positive definite"
-                )
-                return _cg_fault(x, it, history, "indefinite_preconditioner", num_matvecs, info, msg)
+        z, rho, fault = _preconditioned(M, r, rr, dtype, xp, it)
+        if fault is not None:
+            return _cg_fault(x, it, history, fault[0], num_matvecs, info, fault[1])
         p = _copy(xp, z) if p is None else _cg_direction(z, p, rho / rho_prev)
         try:
             Ap, pAp = _product_curvature(xp, A, p, shift)
@@ -1240,19 +1248,9 @@ def _steihaug(A, g, radius, shift, M, rtol, atol, maxiter, callback, xp, dtype, 
             break
         if it >= maxiter:
             break
-        if M is None:
-            z, rho = r, rr
-        else:
-            try:
-                z = _precondition(M, r, dtype, xp, False)
-            except NonFiniteError as err:
-                return finish(s, "non_finite", model, message=str(err))
-            rho = float(xp.vecdot(r, z))
-            if not math.isfinite(rho):
-                return finish(s, "non_finite", model, message="r^T M r is not finite")
-            if rho <= 0.0:
-                msg = f"r^T M r = {rho:.3e} <= 0: the preconditioner M is not positive definite"
-                return finish(s, "indefinite_preconditioner", model, message=msg)
+        z, rho, fault = _preconditioned(M, r, rr, dtype, xp, it)
+        if fault is not None:
+            return finish(s, fault[0], model, message=fault[1])
         beta = rho / rho_prev
         d = _copy(xp, z) if d is None else _cg_direction(z, d, beta)
         # sd = sᵀW d, dd = dᵀW d in the trust-region norm W (I, or M^{-1} by recurrence)
