@@ -66,9 +66,19 @@ _STATUS_ORDER = (
 # ======================================================================
 
 
+@_kernels.fused(_kernels.cg.inner)
+def _inner(xp, u, v):
+    """``uᵀv`` (per column for a block) as a 0-D or 1-D array.
+
+    On NumPy with Numba, the kernel (not BLAS): OpenBLAS's threads spin after
+    every call and then contend with the Numba threads of the updates.
+    """
+    return xp.vecdot(u, v, axis=-u.ndim)
+
+
 def _sqnorm(xp, r):
     """``‖r‖²`` (per column for a block) as a 0-D or 1-D array."""
-    return xp.vecdot(r, r, axis=-r.ndim)
+    return _inner(xp, r, r)
 
 
 # The solvers own the arrays they pass as x, r and p (never a caller's array,
@@ -307,7 +317,7 @@ def _product_curvature(xp, op, p, shift):
         if out is not NotImplemented:
             return out
     Ap = _product(op, p, shift, False)
-    return Ap, float(xp.vecdot(p, Ap))
+    return Ap, float(_inner(xp, p, Ap))
 
 
 def _preconditioned(M, r, rr, dtype, xp, it):
@@ -321,7 +331,7 @@ def _preconditioned(M, r, rr, dtype, xp, it):
         z = _precondition(M, r, dtype, xp, False)
     except NonFiniteError as err:
         return None, None, ("non_finite", str(err))
-    rho = float(xp.vecdot(r, z))
+    rho = float(_inner(xp, r, z))
     if not math.isfinite(rho):
         return None, None, ("non_finite", f"r^T M r is not finite at iteration {it}")
     if rho <= 0.0:
@@ -646,7 +656,7 @@ def _cg_single(A, b, shift, M, x, tol, maxiter, callback, xp, dtype, inv_bnorm, 
             return _cg_fault(x, it, history, "non_finite", num_matvecs, info, msg)
         if pAp <= 0.0:
             info["direction"] = p
-            info["curvature"] = pAp / float(xp.vecdot(p, p))
+            info["curvature"] = pAp / float(_inner(xp, p, p))
             msg = f"p^T (A + damping I) p = {pAp:.3e} <= 0 at iteration {it}: " + (
                 _NEGATIVE_CURVATURE_HINT
             )
@@ -772,7 +782,7 @@ def _cg_block(A, Bm, shift, M, X, tols, maxiter, callback, xp, dtype, dev, inv_b
                 info["message"] = str(err)
                 state.retire(np.ones(state.cols.size, dtype=bool), "non_finite", X, [], [])
                 break
-            rho = _host(xp.vecdot(R, Z, axis=-2))
+            rho = _host(_inner(xp, R, Z))
             for why in ("non_finite", "indefinite_preconditioner"):
                 bad = ~np.isfinite(rho) if why == "non_finite" else rho <= 0
                 if np.any(bad):
@@ -792,14 +802,14 @@ def _cg_block(A, Bm, shift, M, X, tols, maxiter, callback, xp, dtype, dev, inv_b
             state.retire(np.ones(state.cols.size, dtype=bool), "non_finite", X, [], [])
             break
         num_matvecs += int(state.cols.size)
-        pAp = _host(xp.vecdot(P, AP, axis=-2))
+        pAp = _host(_inner(xp, P, AP))
         bad = ~np.isfinite(pAp)
         X, (R, P, AP), (rr, rho_prev, tol, rho, pAp) = state.retire(
             bad, "non_finite", X, [R, P, AP], [rr, rho_prev, tol, rho, pAp]
         )
         neg = pAp <= 0
         if np.any(neg):
-            pp = _host(xp.vecdot(P, P, axis=-2))
+            pp = _host(_inner(xp, P, P))
             X, (R, P, AP), (rr, rho_prev, tol, rho, pAp) = state.retire(
                 neg, "negative_curvature", X, [R, P, AP], [rr, rho_prev, tol, rho, pAp],
                 P=P, pAp=pAp, pp=pp,
@@ -1010,7 +1020,7 @@ def _cg_multishift(A, b, shifts, tol, maxiter, callback, xp, dtype, dev, inv_bno
             break
         if pAp <= 0.0:
             info["direction"] = p
-            info["curvature"] = pAp / float(xp.vecdot(p, p))
+            info["curvature"] = pAp / float(_inner(xp, p, p))
             fault = (
                 "negative_curvature",
                 f"p^T (A + {seed:g} I) p = {pAp:.3e} <= 0 at iteration {it} for the smallest "
@@ -1255,7 +1265,7 @@ def _steihaug(A, g, radius, shift, M, rtol, atol, maxiter, callback, xp, dtype, 
         d = _copy(xp, z) if d is None else _cg_direction(z, d, beta)
         # sd = sᵀW d, dd = dᵀW d in the trust-region norm W (I, or M^{-1} by recurrence)
         if M is None:
-            sd, dd = float(xp.vecdot(s, d)), float(xp.vecdot(d, d))
+            sd, dd = float(_inner(xp, s, d)), float(_inner(xp, d, d))
         elif it == 0:
             sd, dd = 0.0, rho
         else:
@@ -1266,10 +1276,10 @@ def _steihaug(A, g, radius, shift, M, rtol, atol, maxiter, callback, xp, dtype, 
             num_matvecs += 1
             return finish(s, "non_finite", model, message=str(err))
         num_matvecs += 1
-        kappa = float(xp.vecdot(d, Hd))
+        kappa = float(_inner(xp, d, Hd))
         if not math.isfinite(kappa):
             return finish(s, "non_finite", model, message="d^T (A + damping I) d is not finite")
-        dr = float(xp.vecdot(d, r))
+        dr = float(_inner(xp, d, r))
         if kappa <= 0.0:
             tau_pos, tau_neg = _boundary_roots(ss, sd, dd, radius)
             m_pos = model - tau_pos * dr + 0.5 * tau_pos * tau_pos * kappa
@@ -1461,7 +1471,7 @@ def _minres(A, b, shift, M, x, rtol, atol, maxiter, callback, xp, dtype, bar):
         y = prec(r1)
     except NonFiniteError as err:
         return done("non_finite", 0, str(err))
-    beta1 = float(xp.vecdot(r1, y))
+    beta1 = float(_inner(xp, r1, y))
     if not math.isfinite(beta1):
         return done("non_finite", 0, "the initial residual is not finite")
     if beta1 < 0.0:
@@ -1473,7 +1483,7 @@ def _minres(A, b, shift, M, x, rtol, atol, maxiter, callback, xp, dtype, bar):
         bnorm = math.sqrt(beta1)
     else:
         try:
-            bnorm = math.sqrt(max(float(xp.vecdot(b, prec(b))), 0.0))
+            bnorm = math.sqrt(max(float(_inner(xp, b, prec(b))), 0.0))
         except NonFiniteError as err:
             return done("non_finite", 0, str(err))
     tol = max(atol, rtol * bnorm)
@@ -1501,7 +1511,7 @@ def _minres(A, b, shift, M, x, rtol, atol, maxiter, callback, xp, dtype, bar):
             y = _product(A, v, shift, False)
             if it >= 2:
                 y = y - (beta / oldb) * r1
-            alfa = float(xp.vecdot(v, y))
+            alfa = float(_inner(xp, v, y))
             y = y - (alfa / beta) * r2
             r1, r2 = r2, y
             y = prec(r2)
@@ -1509,7 +1519,7 @@ def _minres(A, b, shift, M, x, rtol, atol, maxiter, callback, xp, dtype, bar):
             it -= 1
             return done("non_finite", it, str(err))
         oldb = beta
-        beta2 = float(xp.vecdot(r2, y))
+        beta2 = float(_inner(xp, r2, y))
         if not (math.isfinite(alfa) and math.isfinite(beta2)):
             it -= 1
             return done("non_finite", it, f"a Lanczos coefficient is not finite at iteration {it}")

@@ -211,6 +211,63 @@ def test_cg_reduction_independent_of_threads(np_rng):
     np.testing.assert_array_equal(one[1], two[1])
 
 
+def test_inner_matches_twin(np_rng, layout, dt):
+    u, v = _random(np_rng, layout, dt), _random(np_rng, layout, dt)
+    got = K.cg.inner(u, v)
+    if layout == "block_c":
+        assert got is NotImplemented  # rows of a C block are not contiguous: the twin
+        return
+    want = _twin(solvers._inner)(np_xp, u, v)
+    assert type(got) is type(want) and got.dtype == want.dtype == dt
+    prod = u.astype(np.float64) * v.astype(np.float64)
+    eps = np.finfo(dt).eps
+    # the kernel sums in float64, the twin in dt (NumPy's float32 dot sums in
+    # float32): two summation orders, then the kernel's rounding to dt
+    assert np.all(np.abs(got - want) <= _sum_bound(prod, eps) + eps * np.abs(want))
+
+
+def test_serial_twins_run_no_threads(tmp_path):
+    """A serial twin is cached under its own name, never as its parallel sibling.
+
+    Numba files its disk cache by function name and line, not by compile
+    flags: were the twin ``njit(parallel_kernel.py_func)``, a process that
+    found the parallel build in the cache would run it (and start threads).
+    The first process fills a fresh cache with the parallel builds; the
+    second runs only the serial twins and must not start a thread pool.
+    """
+    import os
+    import subprocess
+    import sys
+
+    setup = (
+        "import numpy as np, numba\n"
+        "from matfree._kernels import _numba_cg as C, _numba_sparse as S\n"
+        "import scipy.sparse as sp\n"
+        "M = sp.random(300, 300, density=0.05, format='csr', random_state=0) + sp.identity(300, format='csr')\n"
+        "b = np.array([0, 150, 300], dtype=np.intp)\n"
+        "x = np.ones((1, 5000)); v = np.ones(300)\n"
+    )
+    parallel = setup + (
+        "C.axpy_norm_rows(True, True, x, x.copy(), x, x, np.ones(1), x.copy(), x.copy())\n"
+        "C.inner_rows(x, x)\n"
+        "S.matvec_dot(M.indptr, M.indices, M.data, v, 0.0, np.empty(300), b)\n"
+        "print(numba.threading_layer())\n"
+    )
+    serial = setup + (
+        "C.axpy_norm_rows_serial(True, True, x, x.copy(), x, x, np.ones(1), x.copy(), x.copy())\n"
+        "C.inner_rows_serial(x, x)\n"
+        "S.matvec_dot_serial(M.indptr, M.indices, M.data, v, 0.0, np.empty(300), b)\n"
+        "try:\n    print(numba.threading_layer())\nexcept ValueError:\n    print('no threads')\n"
+    )
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
+    outs = [
+        subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+        for code in (parallel, serial)
+    ]
+    assert outs[0].strip() != "no threads" and list(tmp_path.rglob("*.nbi"))
+    assert outs[1].strip() == "no threads"
+
+
 # ---------------------------------------------------------------- Lanczos
 
 
@@ -470,6 +527,7 @@ def test_solvers_route_cg_updates_to_kernels():
     assert solvers._cg_update.kernel is K.cg.update
     assert solvers._cg_residual.kernel is K.cg.residual
     assert solvers._cg_direction.kernel is K.cg.direction
+    assert solvers._inner.kernel is K.cg.inner
 
 
 @pytest.mark.parametrize("damping", [0.0, 1e-2, [1e-3, 1e-2, 1e-1]])
@@ -504,7 +562,7 @@ def test_serial_and_threaded_kernels_agree_bit_for_bit(np_rng, monkeypatch):
         x_, r_, rr = K.cg.update(*_copies(args), 0.3)
         p_ = K.cg.direction(args[0], args[1].copy(), 0.7)
         y, d = K.sparse.csr_matvec_dot(M, x, 0.1)
-        outs.append((x_, r_, rr, p_, y, d))
+        outs.append((x_, r_, rr, p_, y, d, K.cg.inner(args[2], args[3])))
     for a, b in zip(*outs):
         np.testing.assert_array_equal(a, b)
 

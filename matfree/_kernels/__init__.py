@@ -141,6 +141,7 @@ def warm_up(dtypes=("float32", "float64")) -> dict:
             first("cg.residual", cg.residual, VF, VF, np.ones(k, dtype=dt))
             first("cg.direction", cg.direction, v, v, 0.5)
             first("cg.direction", cg.direction, V, V, np.ones(k, dtype=dt))
+            first("cg.inner", cg.inner, v, v)
             M = sp.random(n, n, density=5.0 / n, format="csr", dtype=dt, rng=0)
             first("sparse.csr_matvec_dot", sparse.csr_matvec_dot, M, v, 0.5)
         W = np.ones((2, n), dtype=dt)

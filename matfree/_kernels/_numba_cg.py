@@ -11,6 +11,7 @@ import numba
 import numpy as np
 from numba import prange
 
+from matfree._kernels._serial import serial_twin
 from matfree._kernels.cg import CHUNK
 
 
@@ -113,8 +114,26 @@ def axpy_norm_cols(with_x, with_norm, X, R, P, AP, alpha, Xo, Ro):
     return rr
 
 
+@numba.njit(parallel=True, cache=True, nogil=True)
+def inner_rows(U, V):
+    """Rows (k, n): ``<U_j, V_j>`` in float64, per chunk (SIMD lanes), then over chunks in order."""
+    k, n = U.shape
+    nch = (n + CHUNK - 1) // CHUNK
+    part = np.empty(k * nch, dtype=np.float64)
+    for t in prange(k * nch):
+        j = t // nch
+        lo = (t - j * nch) * CHUNK
+        hi = min(lo + CHUNK, n)
+        part[t] = dot(U[j, lo:hi], V[j, lo:hi])
+    out = np.zeros(k, dtype=np.float64)
+    for t in range(k * nch):
+        out[t // nch] += part[t]
+    return out
+
+
 # The same drivers compiled without threads (``prange`` runs as ``range``),
 # for blocks below :data:`matfree._kernels.cg.PARALLEL_MIN_SIZE`: identical
 # arithmetic and summation order, no thread synchronisation.
-axpy_norm_rows_serial = numba.njit(cache=True, nogil=True)(axpy_norm_rows.py_func)
-axpy_norm_cols_serial = numba.njit(cache=True, nogil=True)(axpy_norm_cols.py_func)
+axpy_norm_rows_serial = serial_twin(axpy_norm_rows, "axpy_norm_rows_serial")
+axpy_norm_cols_serial = serial_twin(axpy_norm_cols, "axpy_norm_cols_serial")
+inner_rows_serial = serial_twin(inner_rows, "inner_rows_serial")

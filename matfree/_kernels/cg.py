@@ -11,6 +11,10 @@ place**.
 * :func:`residual` -- the residual half of it (multi-shift CG);
 * :func:`direction` -- ``p = z + beta p`` in one pass (the same kernel):
   three vectors of traffic instead of five.
+* :func:`inner` -- ``uᵀv`` (per column of blocks) on Numba's threads.  Not
+  for the traffic: a BLAS dot wakes OpenBLAS's threads, which then spin
+  for tens of milliseconds on the cores Numba's threads need; on two cores
+  the first iterations after one ran up to seven times slower.
 
 Vectors are 1-D, or blocks ``(n, k)`` whose columns are separate systems
 (``alpha`` and ``beta`` then hold one value per column), in C or Fortran
@@ -53,10 +57,10 @@ MIN_SIZE = 1 << 16
 PARALLEL_MIN_SIZE = 1 << 18
 
 
-def _driver(form, size):
-    """The kernel ``axpy_norm_<form>``, threaded or not by ``size``."""
+def _driver(form, size, name="axpy_norm"):
+    """The kernel ``<name>_<form>``, threaded or not by ``size``."""
     suffix = "" if size >= PARALLEL_MIN_SIZE else "_serial"
-    return getattr(_jit(), "axpy_norm_" + form + suffix)
+    return getattr(_jit(), name + "_" + form + suffix)
 
 
 def _jit():
@@ -178,3 +182,17 @@ def direction(z, p, beta):
     P, Z = views
     kern(False, False, P, Z, P, P, -b, P, P)  # P = Z - (-b) P
     return p
+
+
+def inner(u, v):
+    """``uᵀv`` for vectors (a 0-D value of their dtype), per column for blocks; or ``NotImplemented``.
+
+    Summed in float64 per chunk of :data:`CHUNK` entries, then over chunks
+    in order (independent of the number of threads).  Blocks must be
+    F-ordered (columns contiguous); C-ordered ones go to the twin.
+    """
+    lay = _layout([u, v], 0)
+    if lay is None or lay[0] != "rows":
+        return NotImplemented
+    U, V = lay[1]
+    return _norms_back(_driver("rows", u.size, "inner")(U, V), u.dtype, u.ndim)
