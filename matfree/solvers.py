@@ -66,14 +66,7 @@ _STATUS_ORDER = (
 # ======================================================================
 
 
-@_kernels.fused(_kernels.cg.inner)
-def _inner(xp, u, v):
-    """``uᵀv`` (per column for a block) as a 0-D or 1-D array.
-
-    On NumPy with Numba, the kernel (not BLAS): OpenBLAS's threads spin after
-    every call and then contend with the Numba threads of the updates.
-    """
-    return xp.vecdot(u, v, axis=-u.ndim)
+_inner = _kernels.inner  # uᵀv: a Numba kernel on NumPy (see its docstring), else vecdot
 
 
 def _sqnorm(xp, r):

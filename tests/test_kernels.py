@@ -241,7 +241,7 @@ def test_serial_twins_run_no_threads(tmp_path):
 
     setup = (
         "import numpy as np, numba\n"
-        "from matfree._kernels import _numba_cg as C, _numba_sparse as S\n"
+        "from matfree._kernels import _numba_cg as C, _numba_sparse as S, _numba_lanczos as L\n"
         "import scipy.sparse as sp\n"
         "M = sp.random(300, 300, density=0.05, format='csr', random_state=0) + sp.identity(300, format='csr')\n"
         "b = np.array([0, 150, 300], dtype=np.intp)\n"
@@ -250,12 +250,14 @@ def test_serial_twins_run_no_threads(tmp_path):
     parallel = setup + (
         "C.axpy_norm_rows(True, True, x, x.copy(), x, x, np.ones(1), x.copy(), x.copy())\n"
         "C.inner_rows(x, x)\n"
+        "L.recurrence_rows(x, x, x, np.ones(1), x.copy())\n"
         "S.matvec_dot(M.indptr, M.indices, M.data, v, 0.0, np.empty(300), b)\n"
         "print(numba.threading_layer())\n"
     )
     serial = setup + (
         "C.axpy_norm_rows_serial(True, True, x, x.copy(), x, x, np.ones(1), x.copy(), x.copy())\n"
         "C.inner_rows_serial(x, x)\n"
+        "L.recurrence_rows_serial(x, x, x, np.ones(1), x.copy())\n"
         "S.matvec_dot_serial(M.indptr, M.indices, M.data, v, 0.0, np.empty(300), b)\n"
         "try:\n    print(numba.threading_layer())\nexcept ValueError:\n    print('no threads')\n"
     )
@@ -559,10 +561,12 @@ def test_serial_and_threaded_kernels_agree_bit_for_bit(np_rng, monkeypatch):
     for threshold in (1 << 60, 0):  # serial, then threaded
         monkeypatch.setattr(K.cg, "PARALLEL_MIN_SIZE", threshold)
         monkeypatch.setattr(K.sparse, "PARALLEL_DOT_NNZ", threshold)
+        monkeypatch.setattr(K.lanczos, "PARALLEL_MIN_SIZE", threshold)
         x_, r_, rr = K.cg.update(*_copies(args), 0.3)
         p_ = K.cg.direction(args[0], args[1].copy(), 0.7)
         y, d = K.sparse.csr_matvec_dot(M, x, 0.1)
-        outs.append((x_, r_, rr, p_, y, d, K.cg.inner(args[2], args[3])))
+        W, a = K.lanczos.recurrence(args[0], args[1], args[2], np.float64(0.4))
+        outs.append((x_, r_, rr, p_, y, d, K.cg.inner(args[2], args[3]), W, a))
     for a, b in zip(*outs):
         np.testing.assert_array_equal(a, b)
 
@@ -601,3 +605,44 @@ def test_sparse_operator_matvec_dot_uses_kernel_when_threaded(np_rng, monkeypatc
     monkeypatch.setattr(K, "num_threads", lambda: 1)
     A._matvec_dot(v, 0.5)
     assert calls == [1]  # one thread: SciPy's product
+
+
+def test_serial_context_keeps_kernels_on_one_thread(np_rng, monkeypatch):
+    """Inside ``serial()`` every kernel takes its serial twin (same bits) and products skip threads."""
+    monkeypatch.setattr(K.cg, "PARALLEL_MIN_SIZE", 0)
+    monkeypatch.setattr(K.lanczos, "PARALLEL_MIN_SIZE", 0)
+    monkeypatch.setattr(K.sparse, "PARALLEL_DOT_NNZ", 0)
+    jit_cg, jit_l = K.cg._jit(), K.lanczos._jit()
+    assert K.cg._driver("rows", 10) is jit_cg.axpy_norm_rows
+    assert K.lanczos._driver("rows", 10) is jit_l.recurrence_rows
+    with K._config.serial():
+        assert K._config.in_serial() and K.num_threads() == 1
+        assert K.cg._driver("rows", 10) is jit_cg.axpy_norm_rows_serial
+        assert K.cg._driver("cols", 10, "axpy_norm") is jit_cg.axpy_norm_cols_serial
+        assert K.lanczos._driver("cols", 10) is jit_l.recurrence_cols_serial
+        M = _csr(np_rng, K.sparse.MIN_NNZ // 4, np.float64, symmetric=True)
+        assert not K.sparse.pays_off(M, np.ones(M.shape[0]))
+        with K._config.serial():
+            pass
+        assert K._config.in_serial()  # nesting restores the outer state
+    assert not K._config.in_serial()
+
+
+def test_lanczos_family_runs_kernels_serial_and_cg_threaded():
+    """eigsh, lanczos and block_lanczos hold the serial context (BLAS owns the threads); cg does not."""
+    seen = {}
+    d = np.linspace(1.0, 2.0, 60)
+
+    def recorder(name):
+        def mv(v):
+            seen.setdefault(name, set()).add(K._config.in_serial())
+            return d[:, None] * v if v.ndim == 2 else d * v
+        return matfree.from_hvp(mv, size=60)
+
+    ones = np.ones(60)
+    matfree.eigsh(recorder("eigsh"), k=2, rng=0)
+    matfree.lanczos(recorder("lanczos"), ones, 5)
+    matfree.block_lanczos(recorder("block"), np.eye(60)[:, :2], 3)
+    matfree.cg(recorder("cg"), ones)
+    assert seen == {"eigsh": {True}, "lanczos": {True}, "block": {True}, "cg": {False}}
+    assert not K._config.in_serial()

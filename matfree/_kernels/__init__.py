@@ -45,6 +45,7 @@ __all__ = [
     "set_enabled",
     "num_threads",
     "warm_up",
+    "inner",
     "cg",
     "lanczos",
     "sparse",
@@ -104,6 +105,17 @@ def fused(kernel):
         return dispatch
 
     return decorate
+
+
+@fused(cg.inner)
+def inner(xp, u, v):
+    """``uᵀv`` (per column for a block) as a 0-D or 1-D array, in the namespace ``xp``.
+
+    The algorithms' dot product.  On NumPy with Numba, a kernel instead of
+    BLAS: OpenBLAS's threads spin after every call and then contend with the
+    Numba threads of the next kernel.
+    """
+    return xp.vecdot(u, v, axis=-u.ndim)
 
 
 def warm_up(dtypes=("float32", "float64")) -> dict:

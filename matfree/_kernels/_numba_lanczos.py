@@ -9,6 +9,7 @@ import numpy as np
 from numba import prange
 
 from matfree._kernels._numba_cg import dot
+from matfree._kernels._serial import serial_twin
 from matfree._kernels.cg import CHUNK
 
 
@@ -80,3 +81,8 @@ def recurrence_cols(W, Q, Qp, beta, Wo):
         hi = min(lo + rows, n)
         _three_term_cols(W[lo:hi], alpha, Q[lo:hi], beta, Qp[lo:hi], Wo[lo:hi])
     return alpha
+
+
+# serial twins, for small inputs and inside matfree._kernels._config.serial()
+recurrence_rows_serial = serial_twin(recurrence_rows, "recurrence_rows_serial")
+recurrence_cols_serial = serial_twin(recurrence_cols, "recurrence_cols_serial")

@@ -59,7 +59,7 @@ PARALLEL_MIN_SIZE = 1 << 18
 
 def _driver(form, size, name="axpy_norm"):
     """The kernel ``<name>_<form>``, threaded or not by ``size``."""
-    suffix = "" if size >= PARALLEL_MIN_SIZE else "_serial"
+    suffix = "" if size >= PARALLEL_MIN_SIZE and not _config.in_serial() else "_serial"
     return getattr(_jit(), name + "_" + form + suffix)
 
 

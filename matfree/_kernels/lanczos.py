@@ -28,13 +28,19 @@ from __future__ import annotations
 import numpy as np
 
 from matfree._kernels import _config
-from matfree._kernels.cg import CHUNK, MIN_SIZE
+from matfree._kernels.cg import CHUNK, MIN_SIZE, PARALLEL_MIN_SIZE
 
 
 def _jit():
     from matfree._kernels import _numba_lanczos as jit
 
     return jit
+
+
+def _driver(form, size):
+    """``recurrence_<form>``, threaded above ``PARALLEL_MIN_SIZE`` entries outside ``serial()``."""
+    threaded = size >= PARALLEL_MIN_SIZE and not _config.in_serial()
+    return getattr(_jit(), "recurrence_" + form + ("" if threaded else "_serial"))
 
 
 def _floats(*arrays):
@@ -67,7 +73,7 @@ def recurrence(w, q, q_prev, beta_prev, axis=-1):
         if beta.shape != () or not all(a.flags.c_contiguous for a in arrays):
             return NotImplemented
         Wo = np.empty_like(w)
-        alpha = _jit().recurrence_rows(
+        alpha = _driver("rows", w.size)(
             w[None, :], q[None, :], q_prev[None, :], beta.reshape(1), Wo[None, :]
         )
         return Wo, w.dtype.type(alpha[0])
@@ -84,5 +90,5 @@ def recurrence(w, q, q_prev, beta_prev, axis=-1):
     else:
         return NotImplemented
     out = np.empty(views[0].shape, dtype=w.dtype)
-    alpha = getattr(_jit(), "recurrence_" + form)(*views, beta, out)
+    alpha = _driver(form, w.size)(*views, beta, out)
     return (out if views[0] is w else out.T), alpha

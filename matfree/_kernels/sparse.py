@@ -125,7 +125,8 @@ def csr_matvec_dot(M, x, shift=0.0, bounds=None):
     if bounds is None:
         bounds = fixed_bounds(M.indptr)
     out = np.empty(M.shape[0], dtype=x.dtype)
-    kern = _jit().matvec_dot if M.nnz >= PARALLEL_DOT_NNZ else _jit().matvec_dot_serial
+    threaded = M.nnz >= PARALLEL_DOT_NNZ and not _config.in_serial()
+    kern = _jit().matvec_dot if threaded else _jit().matvec_dot_serial
     s = kern(M.indptr, M.indices, M.data, x, x.dtype.type(shift), out, bounds)
     return out, float(s)
 
