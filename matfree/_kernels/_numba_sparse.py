@@ -78,11 +78,11 @@ def _rows_dot(indptr, indices, data, x, shift, out, lo, hi):
     # one loop doing both ran 35% slower
     _rows(indptr, indices, data, x, out, lo, hi)
     xs = x[lo:hi]  # views from 0: contiguous SIMD loads, no index tests
-    os = out[lo:hi]
+    ys = out[lo:hi]
     if shift != 0.0:
-        for i in range(os.shape[0]):
-            os[i] = os[i] + shift * xs[i]
-    return dot(xs, os)
+        for i in range(ys.shape[0]):
+            ys[i] = ys[i] + shift * xs[i]
+    return dot(xs, ys)
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
