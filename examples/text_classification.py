@@ -188,7 +188,7 @@ class Problem:
         return float(f.detach()), g
 
     def hessian(self, w, data_only=False):
-        """The Hessian at w as a matfree operator (forward-over-reverse products, counted)."""
+        """The Hessian at w as a matfree operator (reverse-over-reverse products on the kept gradient graph, counted)."""
         import matfree
 
         H = matfree.from_torch(self.data_loss if data_only else self.objective, w.detach())

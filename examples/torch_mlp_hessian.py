@@ -3,8 +3,8 @@
 A multilayer perceptron (64 → h → 10, tanh) is trained on scikit-learn's
 handwritten digits (1797 images of 8x8 pixels, shipped with scikit-learn).
 At the trained weights, :func:`matfree.from_torch` turns the training loss
-into a Hessian operator on the flat parameter vector (forward-over-reverse
-products, batched with ``torch.func.vmap``), and matfree answers the three
+into a Hessian operator on the flat parameter vector (reverse-over-reverse
+products on the kept gradient graph, batched with ``torch.func.vmap``), and matfree answers the three
 questions PyHessian (Yao et al. 2020, arXiv:1912.07145) asks of a network:
 
 * the top eigenvalues (:func:`matfree.lanczos.eigsh`, thick-restart Lanczos),
