@@ -262,6 +262,21 @@ def _lanczos_recurrence(xp, w, q, q_prev, beta_prev, axis=-1):
     return w, alpha
 
 
+@_kernels.fused(_kernels.lanczos.recurrence_norm)
+def _lanczos_recurrence_norm(xp, w, q, q_prev, beta_prev, axis=-1, step=0):
+    """:func:`_lanczos_recurrence` and the norms of the new vectors: ``(w, alpha, beta)``.
+
+    ``w = A q`` is checked for NaN and Inf first (:func:`_check_finite_product`,
+    ``step`` for its message).  The fused kernel sums the norms in the sweep
+    that writes ``w`` (for ``(n, p)`` blocks of columns, the probes of
+    stochastic Lanczos quadrature) and skips that check: a NaN or Inf in
+    ``w`` makes its ``alpha`` or ``beta`` non-finite, which the caller checks.
+    """
+    _check_finite_product(xp, w, step)
+    w, alpha = _lanczos_recurrence(xp, w, q, q_prev, beta_prev, axis=axis)
+    return w, alpha, xp.linalg.vector_norm(w, axis=axis)
+
+
 def _gram_schmidt_pass(xp, Q, w):
     """One classical Gram-Schmidt pass of ``w`` against the rows of ``Q`` (BLAS-2/3).
 
@@ -746,13 +761,15 @@ def _lanczos_columns(op, Q, m, reorth, keep, op_dtype, acc, xp, dev):
             basis = _set(xp, basis, (slice(None), j, slice(None)), xp.matrix_transpose(Q))
         W, n_used = _apply_active(op, Q, active, op_dtype, acc, xp, dev)
         nmv += n_used
-        _check_finite_product(xp, W, j)
-        W, alpha = _lanczos_recurrence(xp, W, Q, q_prev, beta_prev, axis=0)
         if reorth == "full":
+            _check_finite_product(xp, W, j)
+            W, alpha = _lanczos_recurrence(xp, W, Q, q_prev, beta_prev, axis=0)
             W, h = _reorthogonalise_columns(xp, basis[:, : j + 1, :], W)
             alpha = alpha + h[:, j]
             nre += 1
-        beta = xp.linalg.vector_norm(W, axis=0)
+            beta = xp.linalg.vector_norm(W, axis=0)
+        else:
+            W, alpha, beta = _lanczos_recurrence_norm(xp, W, Q, q_prev, beta_prev, axis=0, step=j)
         a_h = np.asarray(B.to_numpy(alpha), dtype=np.float64)
         b_h = np.asarray(B.to_numpy(beta), dtype=np.float64)
         _check_finite_scalars(np.concatenate([a_h, b_h]), "a recurrence coefficient", j)

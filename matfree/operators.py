@@ -862,12 +862,12 @@ class Sparse(LinearOperator):
 
     Notes
     -----
-    For NumPy vectors and blocks the product runs on matfree's parallel CSR
-    kernel (:mod:`matfree._kernels.sparse`, Numba ``prange`` over rows) when
-    Numba is installed, Numba has at least two threads and the matrix has
-    enough nonzeros for a second thread to pay off; otherwise (and for
-    cupyx matrices) it is SciPy's (cuSPARSE's) own product.  Both give the
-    same numbers: each row is summed in storage order.  A vector of another
+    For NumPy vectors and blocks the product runs on matfree's CSR kernel
+    (:mod:`matfree._kernels.sparse`, Numba ``prange`` over rows, or its
+    serial twin on one thread) when Numba is installed and the matrix has at
+    least ``_kernels.sparse.MIN_NNZ`` nonzeros; otherwise (and for cupyx
+    matrices) it is SciPy's (cuSPARSE's) own product.  Both give the same
+    numbers: each row is summed in storage order.  A vector of another
     dtype than the matrix is multiplied with a cast copy of the matrix, made
     once and kept.
     """
@@ -935,9 +935,10 @@ class Sparse(LinearOperator):
         """``w = (M + shift I) v`` and ``vᵀw`` in one pass (solvers' hook), or ``NotImplemented``.
 
         For a contiguous 1-D NumPy ``v`` of the matrix's dtype, with Numba on:
-        the fused kernel :func:`matfree._kernels.sparse.csr_matvec_dot` with
-        at least two Numba threads and ``PARALLEL_DOT_NNZ`` nonzeros, else
-        SciPy's product and a dot; counts one product like :meth:`matvec`.  ``w`` equals
+        the fused kernel :func:`matfree._kernels.sparse.csr_matvec_dot` (on
+        threads from ``PARALLEL_DOT_NNZ`` nonzeros) when the matrix has at
+        least ``MIN_NNZ`` nonzeros, else SciPy's product and a dot; counts
+        one product like :meth:`matvec`.  ``w`` equals
         ``matvec(v) + shift * v`` bit for bit; ``vᵀw`` differs from
         ``vecdot(v, w)`` by rounding.
         """
@@ -949,14 +950,11 @@ class Sparse(LinearOperator):
             return NotImplemented  # mixed dtypes: the caller takes matvec's path
         if self._dot_bounds is None:
             self._dot_bounds = kernels.sparse.fixed_bounds(self.M.indptr)
-        out = NotImplemented
-        if self.M.nnz >= kernels.sparse.PARALLEL_DOT_NNZ and kernels.num_threads() >= 2:
-            out = kernels.sparse.csr_matvec_dot(self.M, v, shift, self._dot_bounds)
+        out = kernels.sparse.csr_matvec_dot(self.M, v, shift, self._dot_bounds)
         if out is NotImplemented:
-            # one thread or a matrix in cache: SciPy's product (faster than
-            # the kernel on one thread) and a dot, without the input checks
-            # of matvec (the solver made v), which cost more than the product
-            # itself for small matrices
+            # a small matrix: SciPy's product and a dot, without the input
+            # checks of matvec (the solver made v), which cost more than the
+            # product itself for small matrices
             w = self.M @ v
             if shift != 0.0:
                 w = w + shift * v

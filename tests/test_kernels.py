@@ -448,18 +448,32 @@ def test_sparse_operator_mixed_dtypes_cast_once(np_rng):
     assert A._mat(np.dtype(np.float32)) is A.M
 
 
-def test_sparse_pays_off_only_when_large_and_threaded(np_rng, monkeypatch):
+def test_sparse_pays_off_only_when_large(np_rng, monkeypatch):
     n = K.sparse.MIN_NNZ // 4
     M = _csr(np_rng, n, np.float64)
     v = np.ones(n)
-    monkeypatch.setattr(K._config, "num_threads", lambda: 2)
-    assert K.sparse.pays_off(M, v)
+    assert K.sparse.pays_off(M, v) and K.sparse.pays_off(M, np.ones((n, 2)))
     assert not K.sparse.pays_off(M[:100, :100], v[:100])  # too few nonzeros
     assert not K.sparse.pays_off(M, v.astype(np.float32))  # dtype of the matrix only
     assert not K.sparse.pays_off(M.tocsc(), v)
     assert not K.sparse.pays_off(M, np.repeat(v, 2)[::2])
-    monkeypatch.setattr(K._config, "num_threads", lambda: 1)
-    assert not K.sparse.pays_off(M, v)
+    with K.disabled():
+        assert not K.sparse.pays_off(M, v)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_sparse_kernels_on_one_thread_are_serial_twins(np_rng, monkeypatch, threads):
+    """One thread (or ``serial()``): the serial twins run, with the threaded kernels' bits."""
+    M = _csr(np_rng, K.sparse.MIN_NNZ // 4, np.float64)
+    x = np_rng.standard_normal(M.shape[0])
+    X = np_rng.standard_normal((M.shape[0], 3))
+    jit = K.sparse._jit()
+    monkeypatch.setattr(K._config, "num_threads", lambda: threads)
+    suffix = "" if threads >= 2 else "_serial"
+    assert K.sparse._threaded("matvec")[0] is getattr(jit, "matvec" + suffix)
+    assert K.sparse._threaded("matmat")[0] is getattr(jit, "matmat" + suffix)
+    np.testing.assert_array_equal(K.sparse.csr_matvec(M, x), M @ x)
+    np.testing.assert_array_equal(K.sparse.csr_matmat(M, X), M @ X)
 
 
 def test_sparse_poisson_cg_unchanged_by_kernels():
@@ -584,7 +598,7 @@ def test_sparse_operator_matvec_dot_small_matrix(np_rng):
         assert A._matvec_dot(v) is NotImplemented  # the reference path then runs
 
 
-def test_sparse_operator_matvec_dot_uses_kernel_when_threaded(np_rng, monkeypatch):
+def test_sparse_operator_matvec_dot_uses_kernel_on_any_thread_count(np_rng, monkeypatch):
     n = K.sparse.MIN_NNZ // 4
     M = _csr(np_rng, n, np.float64, symmetric=True)
     A = matfree.Sparse(M)
@@ -602,9 +616,10 @@ def test_sparse_operator_matvec_dot_uses_kernel_when_threaded(np_rng, monkeypatc
     w, _ = A._matvec_dot(v, 0.5)
     assert calls == [1]
     np.testing.assert_array_equal(w, M @ v + 0.5 * v)
-    monkeypatch.setattr(K, "num_threads", lambda: 1)
-    A._matvec_dot(v, 0.5)
-    assert calls == [1]  # one thread: SciPy's product
+    monkeypatch.setattr(K._config, "num_threads", lambda: 1)
+    w1, _ = A._matvec_dot(v, 0.5)
+    assert calls == [1, 1]  # one thread: the serial twin, same bits
+    np.testing.assert_array_equal(w1, w)
 
 
 def test_serial_context_keeps_kernels_on_one_thread(np_rng, monkeypatch):
@@ -620,8 +635,7 @@ def test_serial_context_keeps_kernels_on_one_thread(np_rng, monkeypatch):
         assert K.cg._driver("rows", 10) is jit_cg.axpy_norm_rows_serial
         assert K.cg._driver("cols", 10, "axpy_norm") is jit_cg.axpy_norm_cols_serial
         assert K.lanczos._driver("cols", 10) is jit_l.recurrence_cols_serial
-        M = _csr(np_rng, K.sparse.MIN_NNZ // 4, np.float64, symmetric=True)
-        assert not K.sparse.pays_off(M, np.ones(M.shape[0]))
+        assert K.sparse._threaded("matvec")[0] is K.sparse._jit().matvec_serial
         with K._config.serial():
             pass
         assert K._config.in_serial()  # nesting restores the outer state
@@ -646,3 +660,36 @@ def test_lanczos_family_runs_kernels_serial_and_cg_threaded():
     matfree.cg(recorder("cg"), ones)
     assert seen == {"eigsh": {True}, "lanczos": {True}, "block": {True}, "cg": {False}}
     assert not K._config.in_serial()
+
+
+def test_lanczos_recurrence_norm_matches_twin(np_rng, dt):
+    n, p = K.cg.MIN_SIZE // 8 + 5, 9
+    W, Q, Qp = (np_rng.standard_normal((n, p)).astype(dt) for _ in range(3))
+    beta = np_rng.random(p).astype(dt)
+    got = K.lanczos.recurrence_norm(W, Q, Qp, beta, axis=0)
+    assert got is not NotImplemented
+    want = _twin(lanczos._lanczos_recurrence_norm)(np_xp, W, Q, Qp, beta, axis=0)
+    eps = np.finfo(dt).eps
+    # the vectors: the recurrence kernel's rounding (equal bits for equal alpha)
+    ref_w, ref_a = K.lanczos.recurrence(W, Q, Qp, beta, axis=0)
+    np.testing.assert_array_equal(got[0], ref_w)
+    np.testing.assert_array_equal(got[1], ref_a)
+    assert got[2].dtype == dt and got[2].shape == (p,)
+    np.testing.assert_allclose(got[2], want[2], rtol=4 * n * eps)
+    # other layouts go to the twin
+    assert K.lanczos.recurrence_norm(W.T, Q.T, Qp.T, beta, axis=-1) is NotImplemented
+    assert K.lanczos.recurrence_norm(np.asfortranarray(W), Q, Qp, beta, axis=0) is NotImplemented
+
+
+def test_slq_on_fused_path_still_reports_non_finite_products():
+    """The fused recurrence skips the pass over A Q; NaN/Inf still raise (through the coefficients)."""
+    n = 3000
+    d = np.linspace(1.0, 2.0, n)
+    for bad in (np.nan, np.inf):
+        def mv(V, bad=bad):
+            out = d[:, None] * V if V.ndim == 2 else d * V
+            out[7] = bad
+            return out
+        A = matfree.from_hvp(mv, size=n, check_finite=False)
+        with pytest.raises(matfree.NonFiniteError, match="NaN or Inf at Lanczos step 0"):
+            matfree.logdet(A, num_probes=30, num_steps=5, rng=0)

@@ -83,6 +83,46 @@ def recurrence_cols(W, Q, Qp, beta, Wo):
     return alpha
 
 
+
+@numba.njit(cache=True, nogil=True)
+def _three_term_cols_sumsq(W, alpha, Q, beta, Qp, Wo, part):
+    # _three_term_cols and part[j] += Wo[i, j]^2 in float64, in the same pass
+    m, p = W.shape
+    for i in range(m):
+        for j in range(p):
+            v = (W[i, j] - alpha[j] * Q[i, j]) - beta[j] * Qp[i, j]
+            Wo[i, j] = v
+            part[j] += np.float64(v) * np.float64(v)
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def recurrence_norm_cols(W, Q, Qp, beta, Wo):
+    """:func:`recurrence_cols` and the squared norms of the columns of ``Wo``; ``(alpha, sumsq)``."""
+    n, p = W.shape
+    rows = max(1, CHUNK // p)
+    nch = (n + rows - 1) // rows
+    part = np.zeros((nch, p), dtype=np.float64)
+    for c in prange(nch):
+        lo = c * rows
+        hi = min(lo + rows, n)
+        _dot_cols(Q[lo:hi], W[lo:hi], part[c])
+    acc = np.zeros(p, dtype=np.float64)
+    for c in range(nch):
+        for j in range(p):
+            acc[j] += part[c, j]
+    alpha = acc.astype(W.dtype)
+    part[:, :] = 0.0
+    for c in prange(nch):
+        lo = c * rows
+        hi = min(lo + rows, n)
+        _three_term_cols_sumsq(W[lo:hi], alpha, Q[lo:hi], beta, Qp[lo:hi], Wo[lo:hi], part[c])
+    sumsq = np.zeros(p, dtype=np.float64)
+    for c in range(nch):
+        for j in range(p):
+            sumsq[j] += part[c, j]
+    return alpha, sumsq
+
 # serial twins, for small inputs and inside matfree._kernels._config.serial()
 recurrence_rows_serial = serial_twin(recurrence_rows, "recurrence_rows_serial")
 recurrence_cols_serial = serial_twin(recurrence_cols, "recurrence_cols_serial")
+recurrence_norm_cols_serial = serial_twin(recurrence_norm_cols, "recurrence_norm_cols_serial")

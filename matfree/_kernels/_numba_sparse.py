@@ -98,5 +98,8 @@ def matvec_dot(indptr, indices, data, x, shift, out, bounds):
     return s
 
 
-# without threads, for matrices below :data:`matfree._kernels.sparse.PARALLEL_DOT_NNZ`
+# without threads: for one thread, inside serial(), and (the fused product) for
+# matrices below :data:`matfree._kernels.sparse.PARALLEL_DOT_NNZ`
 matvec_dot_serial = serial_twin(matvec_dot, "matvec_dot_serial")
+matvec_serial = serial_twin(matvec, "matvec_serial")
+matmat_serial = serial_twin(matmat, "matmat_serial")

@@ -37,10 +37,10 @@ def _jit():
     return jit
 
 
-def _driver(form, size):
-    """``recurrence_<form>``, threaded above ``PARALLEL_MIN_SIZE`` entries outside ``serial()``."""
+def _driver(form, size, name="recurrence"):
+    """``<name>_<form>``, threaded above ``PARALLEL_MIN_SIZE`` entries outside ``serial()``."""
     threaded = size >= PARALLEL_MIN_SIZE and not _config.in_serial()
-    return getattr(_jit(), "recurrence_" + form + ("" if threaded else "_serial"))
+    return getattr(_jit(), name + "_" + form + ("" if threaded else "_serial"))
 
 
 def _floats(*arrays):
@@ -92,3 +92,27 @@ def recurrence(w, q, q_prev, beta_prev, axis=-1):
     out = np.empty(views[0].shape, dtype=w.dtype)
     alpha = _driver(form, w.size)(*views, beta, out)
     return (out if views[0] is w else out.T), alpha
+
+
+def recurrence_norm(w, q, q_prev, beta_prev, axis=-1, step=0):
+    """:func:`recurrence` and the norms of the new vectors: ``(w_new, alpha, beta)``; or ``NotImplemented``.
+
+    Only for columns: ``axis=0`` and C-contiguous ``(n, p)`` blocks (the
+    layout of stochastic Lanczos quadrature's probes), where the squared norms
+    are summed in the sweep that writes ``w_new`` (per chunk of rows in
+    float64, then over chunks in order) instead of a third sweep.  Other
+    layouts go to the twin, which runs :func:`recurrence` and a norm.
+    ``step`` is the twin's (for its message); unused here.
+    """
+    if axis != 0 or not isinstance(beta_prev, np.ndarray):
+        return NotImplemented
+    arrays = (w, q, q_prev)
+    if not _floats(*arrays) or beta_prev.dtype != w.dtype or w.ndim != 2 or w.size < MIN_SIZE:
+        return NotImplemented
+    if any(a.shape != w.shape or not a.flags.c_contiguous for a in arrays):
+        return NotImplemented
+    if beta_prev.shape != (w.shape[1],):
+        return NotImplemented
+    out = np.empty_like(w)
+    alpha, sumsq = _driver("cols", w.size, "recurrence_norm")(w, q, q_prev, np.ascontiguousarray(beta_prev), out)
+    return out, alpha, np.sqrt(sumsq).astype(w.dtype)
