@@ -864,8 +864,8 @@ class Sparse(LinearOperator):
     -----
     For NumPy vectors and blocks the product runs on matfree's CSR kernel
     (:mod:`matfree._kernels.sparse`, Numba ``prange`` over rows, or its
-    serial twin on one thread) when Numba is installed and the matrix has at
-    least ``_kernels.sparse.MIN_NNZ`` nonzeros; otherwise (and for cupyx
+    serial twin on one thread) when Numba is installed and the work (nonzeros
+    times columns) is at least ``_kernels.sparse.MIN_NNZ``; otherwise (and for cupyx
     matrices) it is SciPy's (cuSPARSE's) own product.  Both give the same
     numbers: each row is summed in storage order.  A vector of another
     dtype than the matrix is multiplied with a cast copy of the matrix, made

@@ -453,7 +453,10 @@ def test_sparse_pays_off_only_when_large(np_rng, monkeypatch):
     M = _csr(np_rng, n, np.float64)
     v = np.ones(n)
     assert K.sparse.pays_off(M, v) and K.sparse.pays_off(M, np.ones((n, 2)))
-    assert not K.sparse.pays_off(M[:100, :100], v[:100])  # too few nonzeros
+    assert not K.sparse.pays_off(M[:100, :100], v[:100])  # too little work
+    small = M[: n // 8, : n // 8]
+    assert small.nnz < K.sparse.MIN_NNZ <= small.nnz * 30
+    assert K.sparse.pays_off(small, np.ones((n // 8, 30))) and not K.sparse.pays_off(small, v[: n // 8])
     assert not K.sparse.pays_off(M, v.astype(np.float32))  # dtype of the matrix only
     assert not K.sparse.pays_off(M.tocsc(), v)
     assert not K.sparse.pays_off(M, np.repeat(v, 2)[::2])

@@ -25,8 +25,8 @@ import numpy as np
 from matfree._kernels import _config
 
 
-#: fewest nonzeros for which the parallel product is used (below it the
-#: launch of the threads costs more than the second thread saves)
+#: least work (nonzeros times columns) for which the kernel is used; below
+#: it the kernel and SciPy's product take the same time and SciPy's runs
 MIN_NNZ = 100_000
 
 
@@ -53,15 +53,16 @@ def _bounds(indptr, threads):
 def pays_off(M, x) -> bool:
     """Whether ``M @ x`` should run on the parallel kernel.
 
-    Yes when Numba is installed and enabled, ``M`` is a SciPy CSR matrix with
-    at least :data:`MIN_NNZ` nonzeros and ``x`` is a contiguous NumPy array
-    of the same float32/float64 dtype (1-D, or 2-D of either memory order).
+    Yes when Numba is installed and enabled, ``M`` is a SciPy CSR matrix,
+    ``x`` is a contiguous NumPy array of the same float32/float64 dtype (1-D,
+    or 2-D of either memory order), and the nonzeros times the columns of
+    ``x`` are at least :data:`MIN_NNZ`.
     """
     if not _config.active() or type(x) is not np.ndarray or x.dtype != M.dtype:
         return False
     if x.dtype not in (np.float32, np.float64) or getattr(M, "format", None) != "csr":
         return False
-    if M.nnz < MIN_NNZ or x.ndim not in (1, 2):
+    if x.ndim not in (1, 2) or M.nnz * (x.shape[1] if x.ndim == 2 else 1) < MIN_NNZ:
         return False
     return x.ndim == 2 or x.flags.c_contiguous
 
