@@ -262,6 +262,18 @@ def _lanczos_recurrence(xp, w, q, q_prev, beta_prev, axis=-1):
     return w, alpha
 
 
+@_kernels.fused(_kernels.lanczos.normalise_columns)
+def _normalise_columns(xp, W, beta, spare):
+    """The next Lanczos vectors ``W * (1 / beta)`` (columns with ``beta = 0`` times one).
+
+    A product with the reciprocal (within an ulp of the quotient) instead of a
+    division: half the time on the CPU.  ``spare`` is a block the caller no
+    longer needs; the kernel writes into it.
+    """
+    inv = 1.0 / xp.where(beta > 0, beta, xp.ones_like(beta))
+    return W * inv[None, :]
+
+
 @_kernels.fused(_kernels.lanczos.recurrence_norm)
 def _lanczos_recurrence_norm(xp, w, q, q_prev, beta_prev, axis=-1, step=0):
     """:func:`_lanczos_recurrence` and the norms of the new vectors: ``(w, alpha, beta)``.
@@ -797,8 +809,8 @@ def _lanczos_columns(op, Q, m, reorth, keep, op_dtype, acc, xp, dev):
         betas.append(beta)
         if not np.any(active):
             break
-        safe = xp.where(beta > 0, beta, xp.ones_like(beta))
-        q_prev, Q = Q, W / safe[None, :]
+        # the old q_prev is no longer needed: the kernel writes the next block there
+        q_prev, Q = Q, _normalise_columns(xp, W, beta, q_prev)
         beta_prev = beta
     width = len(alphas)
     alpha = xp.stack(alphas, axis=1)

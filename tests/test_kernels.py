@@ -696,3 +696,20 @@ def test_slq_on_fused_path_still_reports_non_finite_products():
         A = matfree.from_hvp(mv, size=n, check_finite=False)
         with pytest.raises(matfree.NonFiniteError, match="NaN or Inf at Lanczos step 0"):
             matfree.logdet(A, num_probes=30, num_steps=5, rng=0)
+
+
+def test_normalise_columns_matches_twin_bit_for_bit(np_rng, dt):
+    n, p = K.cg.MIN_SIZE // 8 + 3, 9
+    W = np_rng.standard_normal((n, p)).astype(dt)
+    beta = np_rng.random(p).astype(dt)
+    beta[2] = 0  # a broken-down column: times one
+    spare = np.empty_like(W)
+    got = K.lanczos.normalise_columns(W, beta, spare)
+    assert got is spare
+    want = _twin(lanczos._normalise_columns)(np_xp, W, beta, None)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(got[:, 2], W[:, 2])
+    # within an ulp of the quotient
+    np.testing.assert_allclose(got[:, :2], W[:, :2] / beta[:2], rtol=2 * np.finfo(dt).eps, atol=0)
+    assert K.lanczos.normalise_columns(W, beta, W) is NotImplemented  # never in place over W
+    assert K.lanczos.normalise_columns(W, beta, np.empty((n, p), dtype=dt, order="F")) is NotImplemented

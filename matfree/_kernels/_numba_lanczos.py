@@ -122,7 +122,31 @@ def recurrence_norm_cols(W, Q, Qp, beta, Wo):
             sumsq[j] += part[c, j]
     return alpha, sumsq
 
+
+@numba.njit(cache=True, nogil=True)
+def _scale_cols(W, inv, out):
+    m, p = W.shape
+    for i in range(m):
+        w = W[i]
+        o = out[i]
+        for j in range(p):
+            o[j] = w[j] * inv[j]
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def scale_cols(W, inv, out):
+    """``out = W * inv`` per column for C-ordered ``(n, p)`` blocks (NumPy's rounding)."""
+    n, p = W.shape
+    rows = max(1, CHUNK // p)
+    nch = (n + rows - 1) // rows
+    for c in prange(nch):
+        lo = c * rows
+        hi = min(lo + rows, n)
+        _scale_cols(W[lo:hi], inv, out[lo:hi])
+    return out
+
 # serial twins, for small inputs and inside matfree._kernels._config.serial()
 recurrence_rows_serial = serial_twin(recurrence_rows, "recurrence_rows_serial")
 recurrence_cols_serial = serial_twin(recurrence_cols, "recurrence_cols_serial")
 recurrence_norm_cols_serial = serial_twin(recurrence_norm_cols, "recurrence_norm_cols_serial")
+scale_cols_serial = serial_twin(scale_cols, "scale_cols_serial")

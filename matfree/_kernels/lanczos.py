@@ -116,3 +116,20 @@ def recurrence_norm(w, q, q_prev, beta_prev, axis=-1, step=0):
     out = np.empty_like(w)
     alpha, sumsq = _driver("cols", w.size, "recurrence_norm")(w, q, q_prev, np.ascontiguousarray(beta_prev), out)
     return out, alpha, np.sqrt(sumsq).astype(w.dtype)
+
+
+def normalise_columns(W, beta, spare):
+    """``W * (1 / beta)`` per column (``beta = 0``: times one), written into ``spare``; or ``NotImplemented``.
+
+    ``spare`` is a block of the same shape the caller no longer needs (the
+    previous Lanczos vectors): writing there saves the allocation of a new
+    block every step.  Rounds as the twin (bit for bit).
+    """
+    if not _floats(W, beta, spare) or W.ndim != 2 or W.size < MIN_SIZE or beta.shape != (W.shape[1],):
+        return NotImplemented
+    if spare.shape != W.shape or not (W.flags.c_contiguous and spare.flags.c_contiguous):
+        return NotImplemented
+    if not spare.flags.writeable or np.shares_memory(spare, W):
+        return NotImplemented
+    inv = 1.0 / np.where(beta > 0, beta, np.ones_like(beta))
+    return _driver("cols", W.size, "scale")(W, inv, spare)
