@@ -59,6 +59,18 @@ def test_probes_reproducible_on_device_and_dtype(case, kind):
         np.testing.assert_allclose(np.linalg.norm(Z, axis=0), np.sqrt(50), rtol=10 * case.eps)
 
 
+def test_rademacher_is_the_side_of_one_half_of_the_uniform_stream(case):
+    """Signs of ``u - 1/2`` for the generator's uniforms (``u = 1/2`` gives +1), on every backend."""
+    xp = case.xp
+    dev = B.device(xp.asarray(np.zeros(1)))
+    u = to_np(B.random_state(7, xp, dev).uniform((64, 5), case.dtype))
+    z = to_np(B.random_state(7, xp, dev).rademacher((64, 5), case.dtype))
+    np.testing.assert_array_equal(z, np.where(u < 0.5, -1.0, 1.0))
+    half = B.random_state(0, xp, dev)
+    half.uniform = lambda shape, dtype: xp.asarray(np.array([0.0, 0.5, 0.75]), dtype=dtype)
+    np.testing.assert_array_equal(to_np(half.rademacher((3,), case.dtype)), [-1.0, 1.0, 1.0])
+
+
 @pytest.mark.parametrize("kind", ["rademacher", "gaussian", "sphere"])
 def test_probes_are_isotropic(kind):
     """E[z zᵀ] = I: the sample second moment over 20,000 probes is within 5 standard errors."""
