@@ -275,7 +275,7 @@ def _normalise_columns(xp, W, beta, spare):
 
 
 @_kernels.fused(_kernels.lanczos.recurrence_norm)
-def _lanczos_recurrence_norm(xp, w, q, q_prev, beta_prev, axis=-1, step=0):
+def _lanczos_recurrence_norm(xp, w, q, q_prev, beta_prev, axis=-1, step=0, alpha=None):
     """:func:`_lanczos_recurrence` and the norms of the new vectors: ``(w, alpha, beta)``.
 
     ``w = A q`` is checked for NaN and Inf first (:func:`_check_finite_product`,
@@ -283,9 +283,16 @@ def _lanczos_recurrence_norm(xp, w, q, q_prev, beta_prev, axis=-1, step=0):
     that writes ``w`` (for ``(n, p)`` blocks of columns, the probes of
     stochastic Lanczos quadrature) and skips that check: a NaN or Inf in
     ``w`` makes its ``alpha`` or ``beta`` non-finite, which the caller checks.
+    ``alpha``, when given, holds the dots ``<q, w>`` (summed in the pass of
+    the product, :func:`_product_alphas`).
     """
     _check_finite_product(xp, w, step)
-    w, alpha = _lanczos_recurrence(xp, w, q, q_prev, beta_prev, axis=axis)
+    if alpha is None:
+        w, alpha = _lanczos_recurrence(xp, w, q, q_prev, beta_prev, axis=axis)
+    else:
+        a = xp.expand_dims(alpha, axis=axis)
+        b = xp.expand_dims(beta_prev, axis=axis)
+        w = w - a * q - b * q_prev
     return w, alpha, xp.linalg.vector_norm(w, axis=axis)
 
 
@@ -771,7 +778,14 @@ def _lanczos_columns(op, Q, m, reorth, keep, op_dtype, acc, xp, dev):
     for j in range(m):
         if store:
             basis = _set(xp, basis, (slice(None), j, slice(None)), xp.matrix_transpose(Q))
-        W, n_used = _apply_active(op, Q, active, op_dtype, acc, xp, dev)
+        fused = None
+        if reorth != "full" and bool(active.all()):
+            fused = _product_alphas(op, Q, op_dtype, acc)
+        if fused is None:
+            W, n_used = _apply_active(op, Q, active, op_dtype, acc, xp, dev)
+            alpha0 = None
+        else:
+            (W, alpha0), n_used = fused, p
         nmv += n_used
         if reorth == "full":
             _check_finite_product(xp, W, j)
@@ -781,7 +795,9 @@ def _lanczos_columns(op, Q, m, reorth, keep, op_dtype, acc, xp, dev):
             nre += 1
             beta = xp.linalg.vector_norm(W, axis=0)
         else:
-            W, alpha, beta = _lanczos_recurrence_norm(xp, W, Q, q_prev, beta_prev, axis=0, step=j)
+            W, alpha, beta = _lanczos_recurrence_norm(
+                xp, W, Q, q_prev, beta_prev, axis=0, step=j, alpha=alpha0
+            )
         a_h = np.asarray(B.to_numpy(alpha), dtype=np.float64)
         b_h = np.asarray(B.to_numpy(beta), dtype=np.float64)
         _check_finite_scalars(np.concatenate([a_h, b_h]), "a recurrence coefficient", j)
@@ -844,6 +860,22 @@ def _apply_active(op, Q, active, op_dtype, acc, xp, dev):
     E = np.zeros((n_act, p))
     E[np.arange(n_act), idx] = 1.0
     return Wa @ _to_device(xp, dev, E, acc), n_act
+
+
+def _product_alphas(op, Q, op_dtype, acc):
+    """``(A Q, alpha)`` with the column dots ``alpha_j = <Q_j, (A Q)_j>`` from one pass, or ``None``.
+
+    Through the operator's private hook ``_matmat_dot`` (:class:`~matfree.Sparse`
+    on NumPy); ``None`` when there is none or it declines, or dtypes differ.
+    """
+    hook = getattr(op, "_matmat_dot", None)
+    if hook is None or Q.dtype != op_dtype or op_dtype != acc:
+        return None
+    out = hook(Q)
+    if out is NotImplemented:
+        return None
+    W, d = out
+    return W, d.astype(W.dtype)
 
 
 def _apply_columns(op, X, op_dtype, acc, xp):

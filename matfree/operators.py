@@ -962,6 +962,25 @@ class Sparse(LinearOperator):
         self._num_matvecs += 1
         return out
 
+    def _matmat_dot(self, V):
+        """``W = M V`` and the column dots ``V[:, c]ᵀ W[:, c]`` (float64 NumPy), or ``NotImplemented``.
+
+        The hook of stochastic Lanczos quadrature (the ``alpha`` of every
+        probe in the pass of the product): for a C-ordered NumPy block of the
+        matrix's dtype on the kernel (:func:`matfree._kernels.sparse.csr_matmat_dot`);
+        counts ``V.shape[1]`` products like :meth:`matmat`.
+        """
+        from matfree import _kernels as kernels
+
+        if not (B.is_numpy(self.xp) and kernels.usable(V)) or V.dtype != self.M.dtype:
+            return NotImplemented
+        if self._dot_bounds is None:
+            self._dot_bounds = kernels.sparse.fixed_bounds(self.M.indptr)
+        out = kernels.sparse.csr_matmat_dot(self.M, V, self._dot_bounds)
+        if out is not NotImplemented:
+            self._num_matvecs += int(V.shape[1])
+        return out
+
     def _rmatvec(self, u):
         return self._product(self._mat(u.dtype, transposed=True), u)
 

@@ -96,22 +96,29 @@ def _three_term_cols_sumsq(W, alpha, Q, beta, Qp, Wo, part):
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
-def recurrence_norm_cols(W, Q, Qp, beta, Wo):
-    """:func:`recurrence_cols` and the squared norms of the columns of ``Wo``; ``(alpha, sumsq)``."""
+def recurrence_norm_cols(W, Q, Qp, beta, Wo, alpha_in, have_alpha):
+    """:func:`recurrence_cols` and the squared norms of the columns of ``Wo``; ``(alpha, sumsq)``.
+
+    With ``have_alpha`` the coefficients ``alpha_in`` are given (summed in
+    the pass of the product) and the first sweep is skipped.
+    """
     n, p = W.shape
     rows = max(1, CHUNK // p)
     nch = (n + rows - 1) // rows
     part = np.zeros((nch, p), dtype=np.float64)
-    for c in prange(nch):
-        lo = c * rows
-        hi = min(lo + rows, n)
-        _dot_cols(Q[lo:hi], W[lo:hi], part[c])
-    acc = np.zeros(p, dtype=np.float64)
-    for c in range(nch):
-        for j in range(p):
-            acc[j] += part[c, j]
-    alpha = acc.astype(W.dtype)
-    part[:, :] = 0.0
+    if have_alpha:
+        alpha = alpha_in.copy()
+    else:
+        for c in prange(nch):
+            lo = c * rows
+            hi = min(lo + rows, n)
+            _dot_cols(Q[lo:hi], W[lo:hi], part[c])
+        acc = np.zeros(p, dtype=np.float64)
+        for c in range(nch):
+            for j in range(p):
+                acc[j] += part[c, j]
+        alpha = acc.astype(W.dtype)
+        part[:, :] = 0.0
     for c in prange(nch):
         lo = c * rows
         hi = min(lo + rows, n)

@@ -98,8 +98,37 @@ def matvec_dot(indptr, indices, data, x, shift, out, bounds):
     return s
 
 
+
+@numba.njit(cache=True, nogil=True)
+def _rows_block_dot(indptr, indices, data, X, out, lo, hi, part):
+    # rows lo..hi-1 of M X (as _rows_block), then part[c] += X[i, c] out[i, c]
+    # over those rows while they are in cache
+    _rows_block(indptr, indices, data, X, out, lo, hi)
+    k = X.shape[1]
+    for i in range(lo, hi):
+        x = X[i]
+        o = out[i]
+        for c in range(k):
+            part[c] += np.float64(x[c]) * np.float64(o[c])
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def matmat_dot(indptr, indices, data, X, out, bounds):
+    """``out = M X`` and the column dots ``X[:, c]ᵀ out[:, c]``, the parts summed in order."""
+    nparts = bounds.shape[0] - 1
+    k = X.shape[1]
+    part = np.zeros((nparts, k), dtype=np.float64)
+    for t in numba.prange(nparts):
+        _rows_block_dot(indptr, indices, data, X, out, bounds[t], bounds[t + 1], part[t])
+    d = np.zeros(k, dtype=np.float64)
+    for t in range(nparts):
+        for c in range(k):
+            d[c] += part[t, c]
+    return d
+
 # without threads: for one thread, inside serial(), and (the fused product) for
 # matrices below :data:`matfree._kernels.sparse.PARALLEL_DOT_NNZ`
 matvec_dot_serial = serial_twin(matvec_dot, "matvec_dot_serial")
 matvec_serial = serial_twin(matvec, "matvec_serial")
 matmat_serial = serial_twin(matmat, "matmat_serial")
+matmat_dot_serial = serial_twin(matmat_dot, "matmat_dot_serial")

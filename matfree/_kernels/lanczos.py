@@ -94,7 +94,7 @@ def recurrence(w, q, q_prev, beta_prev, axis=-1):
     return (out if views[0] is w else out.T), alpha
 
 
-def recurrence_norm(w, q, q_prev, beta_prev, axis=-1, step=0):
+def recurrence_norm(w, q, q_prev, beta_prev, axis=-1, step=0, alpha=None):
     """:func:`recurrence` and the norms of the new vectors: ``(w_new, alpha, beta)``; or ``NotImplemented``.
 
     Only for columns: ``axis=0`` and C-contiguous ``(n, p)`` blocks (the
@@ -102,7 +102,9 @@ def recurrence_norm(w, q, q_prev, beta_prev, axis=-1, step=0):
     are summed in the sweep that writes ``w_new`` (per chunk of rows in
     float64, then over chunks in order) instead of a third sweep.  Other
     layouts go to the twin, which runs :func:`recurrence` and a norm.
-    ``step`` is the twin's (for its message); unused here.
+    ``step`` is the twin's (for its message); unused here.  A given
+    ``alpha`` (the ``(p,)`` dots ``<q, w>`` of the product's pass) skips
+    the first sweep.
     """
     if axis != 0 or not isinstance(beta_prev, np.ndarray):
         return NotImplemented
@@ -113,8 +115,13 @@ def recurrence_norm(w, q, q_prev, beta_prev, axis=-1, step=0):
         return NotImplemented
     if beta_prev.shape != (w.shape[1],):
         return NotImplemented
+    given = alpha is not None
+    if given and (type(alpha) is not np.ndarray or alpha.dtype != w.dtype or alpha.shape != beta_prev.shape):
+        return NotImplemented
+    a_in = np.ascontiguousarray(alpha) if given else np.zeros(w.shape[1], dtype=w.dtype)
     out = np.empty_like(w)
-    alpha, sumsq = _driver("cols", w.size, "recurrence_norm")(w, q, q_prev, np.ascontiguousarray(beta_prev), out)
+    kern = _driver("cols", w.size, "recurrence_norm")
+    alpha, sumsq = kern(w, q, q_prev, np.ascontiguousarray(beta_prev), out, a_in, given)
     return out, alpha, np.sqrt(sumsq).astype(w.dtype)
 
 

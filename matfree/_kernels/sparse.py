@@ -142,3 +142,21 @@ def csr_matvec_dot(M, x, shift=0.0, bounds=None):
 def csr_product(M, x):
     """``M @ x`` (1-D or 2-D ``x``) on the parallel kernel; check :func:`pays_off` first."""
     return csr_matvec(M, x) if x.ndim == 1 else csr_matmat(M, x)
+
+
+def csr_matmat_dot(M, X, bounds=None):
+    """``W = M X`` and the column dots ``X[:, c]ᵀ W[:, c]`` (float64) in one pass; or ``NotImplemented``.
+
+    For a square SciPy CSR matrix and a C-ordered ``(n, k)`` block of its
+    dtype with enough work for :func:`pays_off`.  ``W`` equals ``M @ X`` bit
+    for bit; the dots are summed per part of :func:`fixed_bounds` (``bounds``,
+    cacheable) and then over parts in order.
+    """
+    if not pays_off(M, X) or X.ndim != 2 or not X.flags.c_contiguous or M.shape[0] != M.shape[1]:
+        return NotImplemented
+    if bounds is None:
+        bounds = fixed_bounds(M.indptr)
+    out = np.empty((M.shape[0], X.shape[1]), dtype=X.dtype)
+    kern, _ = _threaded("matmat_dot")
+    d = kern(M.indptr, M.indices, M.data, X, out, bounds)
+    return out, d
