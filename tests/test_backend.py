@@ -59,10 +59,25 @@ def test_probes_reproducible_on_device_and_dtype(case, kind):
         np.testing.assert_allclose(np.linalg.norm(Z, axis=0), np.sqrt(50), rtol=10 * case.eps)
 
 
-def test_rademacher_is_the_side_of_one_half_of_the_uniform_stream(case):
-    """Signs of ``u - 1/2`` for the generator's uniforms (``u = 1/2`` gives +1), on every backend."""
+def test_rademacher_is_one_bit_per_entry_of_the_host_stream(case):
+    """On the host: entry i is +1 where bit i of the generator's bytes is set (in order)."""
     xp = case.xp
     dev = B.device(xp.asarray(np.zeros(1)))
+    rs = B.random_state(7, xp, dev)
+    if rs._kind != "numpy":
+        pytest.skip("device generators draw uniforms (next test)")
+    z = to_np(rs.rademacher((64, 5), case.dtype))
+    raw = np.frombuffer(np.random.default_rng(7).bytes(40), dtype=np.uint8)
+    expected = np.where(np.unpackbits(raw).reshape(64, 5) == 1, 1.0, -1.0)
+    np.testing.assert_array_equal(z, expected)
+
+
+def test_device_rademacher_is_the_side_of_one_half_of_the_uniform_stream(case):
+    """On a device: signs of ``u - 1/2`` for the generator's uniforms (``u = 1/2`` gives +1)."""
+    xp = case.xp
+    dev = B.device(xp.asarray(np.zeros(1)))
+    if B.random_state(7, xp, dev)._kind == "numpy":
+        pytest.skip("host draws are bits (previous test)")
     u = to_np(B.random_state(7, xp, dev).uniform((64, 5), case.dtype))
     z = to_np(B.random_state(7, xp, dev).rademacher((64, 5), case.dtype))
     np.testing.assert_array_equal(z, np.where(u < 0.5, -1.0, 1.0))
