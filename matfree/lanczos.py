@@ -878,6 +878,29 @@ def _product_alphas(op, Q, op_dtype, acc):
     return W, d.astype(W.dtype)
 
 
+def _fused_lanczos(op, Z, m, op_dtype, acc, xp):
+    """``_lanczos_columns(op, Z, m, "none", False, ...)``'s coefficients from one kernel, or ``None``.
+
+    Through the operator's private hook ``_lanczos_coefficients``
+    (:class:`~matfree.Sparse` on NumPy: every step of every column in one
+    parallel kernel, the columns in tasks that wait for no other); ``None``
+    when there is none or it declines, or dtypes differ.  Returns
+    ``(alpha, beta, lengths, breakdown, num_matvecs)``, ``alpha`` and
+    ``beta`` ``(p, m')`` with ``m' = max(lengths)``.
+    """
+    hook = getattr(op, "_lanczos_coefficients", None)
+    if hook is None or Z.dtype != op_dtype or op_dtype != acc:
+        return None
+    out = hook(Z, m, _eps(xp, op_dtype))
+    if out is NotImplemented:
+        return None
+    alpha, beta, lengths, brk, bad = out
+    if np.any(bad >= 0):
+        _check_finite_scalars([np.nan], "a recurrence coefficient", int(bad[bad >= 0].min()))
+    width = int(lengths.max())
+    return alpha[:, :width], beta[:, :width], lengths, brk, int(lengths.sum())
+
+
 def _apply_columns(op, X, op_dtype, acc, xp):
     """``A X`` for a block of columns, cast to/from the product dtype."""
     if X.dtype != op_dtype:

@@ -903,7 +903,7 @@ class Sparse(LinearOperator):
         self.M = M
         self._MT = None
         self._casts = {}  # (transposed, dtype) -> cast copy, made on first use
-        self._dot_bounds = None  # row cut of the fused product, made on first use
+        self._dot_bounds = {}  # columns -> row cut of the fused products, made on first use
 
     def _mat(self, dtype, transposed=False):
         M = self.M
@@ -948,9 +948,7 @@ class Sparse(LinearOperator):
             return NotImplemented
         if v.dtype != self.M.dtype:
             return NotImplemented  # mixed dtypes: the caller takes matvec's path
-        if self._dot_bounds is None:
-            self._dot_bounds = kernels.sparse.fixed_bounds(self.M.indptr)
-        out = kernels.sparse.csr_matvec_dot(self.M, v, shift, self._dot_bounds)
+        out = kernels.sparse.csr_matvec_dot(self.M, v, shift, self._bounds(1))
         if out is NotImplemented:
             # a small matrix: SciPy's product and a dot, without the input
             # checks of matvec (the solver made v), which cost more than the
@@ -961,6 +959,14 @@ class Sparse(LinearOperator):
             out = (w, float(v @ w))
         self._num_matvecs += 1
         return out
+
+    def _bounds(self, columns):
+        """The fixed row cut of the fused products for blocks of ``columns`` (cached)."""
+        from matfree._kernels import sparse as kernels
+
+        if columns not in self._dot_bounds:
+            self._dot_bounds[columns] = kernels.fixed_bounds(self.M.indptr, columns)
+        return self._dot_bounds[columns]
 
     def _matmat_dot(self, V):
         """``W = M V`` and the column dots ``V[:, c]ᵀ W[:, c]`` (float64 NumPy), or ``NotImplemented``.
@@ -974,11 +980,26 @@ class Sparse(LinearOperator):
 
         if not (B.is_numpy(self.xp) and kernels.usable(V)) or V.dtype != self.M.dtype:
             return NotImplemented
-        if self._dot_bounds is None:
-            self._dot_bounds = kernels.sparse.fixed_bounds(self.M.indptr)
-        out = kernels.sparse.csr_matmat_dot(self.M, V, self._dot_bounds)
+        out = kernels.sparse.csr_matmat_dot(self.M, V, self._bounds(int(V.shape[1])))
         if out is not NotImplemented:
             self._num_matvecs += int(V.shape[1])
+        return out
+
+    def _lanczos_coefficients(self, Z, m, eps):
+        """Lanczos coefficients of every column of ``Z`` in one fused kernel, or ``NotImplemented``.
+
+        The hook of stochastic Lanczos quadrature without
+        reorthogonalisation (:func:`matfree._kernels.sparse.csr_lanczos`):
+        ``(alpha, beta, lengths, broke, bad)`` for a NumPy block of the matrix's
+        dtype; counts one product per step run of each column.
+        """
+        from matfree import _kernels as kernels
+
+        if not (B.is_numpy(self.xp) and kernels.usable(Z)) or Z.dtype != self.M.dtype:
+            return NotImplemented
+        out = kernels.sparse.csr_lanczos(self.M, Z, m, eps)
+        if out is not NotImplemented:
+            self._num_matvecs += int(out[2].sum())
         return out
 
     def _rmatvec(self, u):

@@ -38,6 +38,7 @@ from matfree._parallel import check_executor, executor_width, map_ordered
 from matfree._progress import progress_bar
 from matfree.lanczos import (
     _check_int,
+    _fused_lanczos,
     _lanczos_columns,
     _namespace_of,
     _small_dense_on_host,
@@ -318,7 +319,10 @@ class SLQ:
         op_dtype, acc = _working_dtypes(xp, op, None, accumulate_dtype)
         rs = B.random_state(rng, xp, dev)
         Z = rs.probes(probes, (n, num_probes), acc)  # columns are probes, all drawn before dispatch
-        norms2 = xp.sum(Z * Z, axis=0)
+        if probes == "rademacher":  # entries +-1: ||z||^2 = n exactly, no pass over Z
+            norms2 = xp.full((num_probes,), float(n), dtype=acc, device=dev)
+        else:
+            norms2 = xp.sum(Z * Z, axis=0)
         run = functools.partial(
             _lanczos_block, m=m, reorth=reorth, op_dtype=op_dtype, acc=acc, xp=xp, dev=dev
         )
@@ -605,6 +609,10 @@ def _probe_block(block_size, num_probes, executor):
 
 def _lanczos_block(op, Z, *, m, reorth, op_dtype, acc, xp, dev):
     """The Lanczos coefficients of one block of probes (a work item: independent of the others)."""
+    if reorth == "none":
+        fused = _fused_lanczos(op, Z, m, op_dtype, acc, xp)
+        if fused is not None:
+            return fused
     alpha, beta, _, _, lengths, brk, nmv, _ = _lanczos_columns(
         op, Z, m, reorth, False, op_dtype, acc, xp, dev
     )

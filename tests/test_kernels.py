@@ -744,3 +744,138 @@ def test_slq_with_fused_alphas_agrees_with_plain_products():
     assert a.num_matvecs == b.num_matvecs == 8 * 15
     # 15 steps of rounding-level differences in the coefficients of an n = 14400 problem
     assert abs(float(a.value) - float(b.value)) <= 1e-9 * abs(float(b.value))
+
+
+# ------------------------------------------- SLQ: the whole Lanczos run in one kernel
+
+
+def _symmetric_csr(rng, n, dt):
+    M = sp.random(n, n, density=7 / n, format="csr", dtype=np.float64, rng=rng)
+    return (M + M.T + sp.diags(3.0 * rng.standard_normal(n))).astype(dt).tocsr()
+
+
+def _reference_columns(M, Z, m, dt):
+    """``_lanczos_columns`` of the array-API path (kernels off) on ``M`` behind a callable."""
+    plain = matfree.from_hvp(lambda V: M @ V, size=M.shape[0], dtype=dt)
+    xp, dev = lanczos._namespace_of(plain)
+    with K.disabled():
+        a, b, _, _, lengths, brk, nmv, _ = lanczos._lanczos_columns(
+            plain, Z, m, "none", False, dt, dt, xp, dev
+        )
+    return a, b, lengths, brk, nmv
+
+
+def test_csr_lanczos_matches_array_api_path(np_rng, dt):
+    n, p, m = K.sparse.MIN_NNZ // 4, 11, 12
+    M = _symmetric_csr(np_rng, n, dt)
+    Z = np_rng.standard_normal((n, p)).astype(dt)
+    alpha, beta, lengths, broke, bad = K.sparse.csr_lanczos(M, Z, m, np.finfo(dt).eps)
+    ra, rb, rl, rbrk, nmv = _reference_columns(M, Z, m, dt)
+    assert alpha.dtype == beta.dtype == dt and alpha.shape == beta.shape == (p, m)
+    np.testing.assert_array_equal(lengths, rl)
+    np.testing.assert_array_equal(broke, rbrk)
+    assert not broke.any() and (bad == -1).all() and nmv == lengths.sum() == p * m
+    # step j's coefficients are sums of n rounded terms (float64 in the kernel,
+    # pairwise in the working dtype on the reference path: <= log2(n) eps |A|
+    # each), and the vectors carry the errors of the earlier steps forward
+    norm = float(abs(M).astype(np.float64).sum(axis=1).max())  # >= ||M|| (Gershgorin)
+    bound = 4 * np.arange(1, m + 1) * np.log2(n) * np.finfo(dt).eps * norm
+    assert np.all(np.abs(alpha - ra) <= bound)
+    assert np.all(np.abs(beta - rb) <= bound)
+
+
+def test_csr_lanczos_independent_of_cut_and_threads(np_rng, monkeypatch):
+    """Each column's arithmetic is its own: the same bits for any task width, threaded or serial."""
+    n, p, m = K.sparse.MIN_NNZ // 4, 9, 6
+    M = _symmetric_csr(np_rng, n, np.float64)
+    Z = np_rng.standard_normal((n, p))
+    runs = []
+    for width, threads in [(1, 2), (2, 2), (4, 2), (9, 2), (3, 1)]:
+        monkeypatch.setattr(K.sparse, "lanczos_width", lambda p, t, w=width: w)
+        monkeypatch.setattr(K.sparse._config, "num_threads", lambda t=threads: t)
+        runs.append(K.sparse.csr_lanczos(M, Z, m, np.finfo(np.float64).eps))
+    for run in runs[1:]:
+        for got, want in zip(run, runs[0]):
+            np.testing.assert_array_equal(got, want)
+
+
+def test_lanczos_width_cuts_equal_tasks():
+    for p in range(1, 200):
+        for threads in (1, 2, 3, 8):
+            w = K.sparse.lanczos_width(p, threads)
+            tasks = -(-p // w)
+            assert 1 <= w <= p
+            assert w <= max(K.sparse.LANCZOS_MAX_TASK, 1) or p <= K.sparse.LANCZOS_MAX_TASK
+            if w >= K.sparse.LANCZOS_MIN_TASK and p > w:
+                assert tasks % threads == 0 or tasks * w - p < w  # the last task alone is short
+    assert K.sparse.lanczos_width(100, 2) == 25 and K.sparse.lanczos_width(30, 2) == 15
+
+
+def test_csr_lanczos_breakdown_like_array_api_path(np_rng):
+    """Three distinct eigenvalues: every column breaks down after three steps, as on the reference path."""
+    n, p, m = K.sparse.MIN_NNZ // 5, 6, 10
+    M = sp.diags(np_rng.choice([1.0, 2.0, 5.0], size=n)).tocsr()
+    Z = np_rng.standard_normal((n, p))
+    alpha, beta, lengths, broke, bad = K.sparse.csr_lanczos(M, Z, m, np.finfo(np.float64).eps)
+    ra, rb, rl, rbrk, nmv = _reference_columns(M, Z, m, np.float64)
+    np.testing.assert_array_equal(lengths, [3] * p)
+    np.testing.assert_array_equal(lengths, rl)
+    assert broke.all() and rbrk.all() and (bad == -1).all()
+    assert np.all(alpha[:, 3:] == 0) and np.all(beta[:, 2:] == 0)
+    eps = np.finfo(np.float64).eps
+    np.testing.assert_allclose(alpha[:, :3], ra, atol=100 * eps * 5.0, rtol=0)
+    np.testing.assert_allclose(beta[:, :3], rb, atol=100 * eps * 5.0, rtol=0)
+    # SLQ then spends 3 products a probe, and its Gauss rule is exact for f(x) = log x
+    A = matfree.Sparse(M, positive_definite=True)
+    est = matfree.logdet(A, num_probes=p, num_steps=m, rng=1)
+    assert est.num_matvecs == 3 * p == A.num_matvecs
+    with K.disabled():
+        ref = matfree.logdet(matfree.Sparse(M, positive_definite=True), num_probes=p, num_steps=m,
+                             rng=1)
+    assert ref.num_matvecs == est.num_matvecs
+    assert abs(float(est.value) - float(ref.value)) <= 1e-10 * abs(float(ref.value))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_slq_fused_lanczos_raises_on_non_finite_matrix(np_rng, bad):
+    n = K.sparse.MIN_NNZ // 4
+    M = _symmetric_csr(np_rng, n, np.float64)
+    M.data[M.indptr[7]] = bad  # row 7: reached at step 1 at the latest
+    A = matfree.Sparse(M, symmetric=True)
+    with pytest.raises(matfree.NonFiniteError, match="NaN or Inf at Lanczos step [01] "):
+        matfree.logdet(A, num_probes=30, num_steps=5, rng=0)
+    _, _, lengths, _, first = K.sparse.csr_lanczos(M, np_rng.standard_normal((n, 4)), 5, 1e-16)
+    assert np.all((first == 0) | (first == 1))
+
+
+def test_slq_takes_the_fused_lanczos_kernel_and_counts_its_products(np_rng, monkeypatch):
+    n = K.sparse.MIN_NNZ // 4
+    M = _symmetric_csr(np_rng, n, np.float64)
+    M = (M + sp.diags(np.full(n, 40.0))).tocsr()  # positive definite
+    calls = []
+    real = K.sparse.csr_lanczos
+    monkeypatch.setattr(K.sparse, "csr_lanczos", lambda *a: calls.append(1) or real(*a))
+    A = matfree.Sparse(M, positive_definite=True)
+    est = matfree.logdet(A, num_probes=12, num_steps=9, rng=5)
+    assert calls == [1] and est.num_matvecs == A.num_matvecs == 12 * 9
+    with K.disabled():
+        ref = matfree.logdet(matfree.Sparse(M, positive_definite=True), num_probes=12,
+                             num_steps=9, rng=5)
+    # 9 steps of rounding-level differences in the coefficients (see the test above)
+    assert abs(float(est.value) - float(ref.value)) <= 1e-10 * abs(float(ref.value))
+    # other reorthogonalisation modes keep the step-by-step path
+    matfree.logdet(A, num_probes=12, num_steps=9, rng=5, reorth="full")
+    assert calls == [1]
+
+
+def test_fixed_bounds_cut_the_work_of_all_columns(np_rng):
+    M = _csr(np_rng, 20_000, np.float64)
+    for columns in (1, 7, 30):
+        b = K.sparse.fixed_bounds(M.indptr, columns)
+        parts = b.shape[0] - 1
+        assert parts == max(1, M.nnz * columns // K.sparse.DOT_PART_NNZ)
+        assert b[0] == 0 and b[-1] == M.shape[0] and np.all(np.diff(b) >= 0)
+        X = np.ascontiguousarray(np_rng.standard_normal((M.shape[0], columns)))
+        W, d = K.sparse.csr_matmat_dot(M, X, b) if M.nnz * columns >= K.sparse.MIN_NNZ else (
+            M @ X, np.einsum("ij,ij->j", X, M @ X))
+        np.testing.assert_array_equal(W, M @ X)

@@ -4,6 +4,7 @@ import numba
 import numpy as np
 
 from matfree._kernels._numba_cg import dot
+from matfree._kernels._numba_lanczos import _scale_cols, _three_term_cols_sumsq
 from matfree._kernels._serial import serial_twin
 
 
@@ -126,9 +127,95 @@ def matmat_dot(indptr, indices, data, X, out, bounds):
             d[c] += part[t, c]
     return d
 
+@numba.njit(cache=True, nogil=True)
+def _lanczos_task(indptr, indices, data, Z, c0, c1, m, tol_scale, alpha, beta, lengths, broke,
+                  bad):
+    # Lanczos (no reorthogonalisation) on columns c0..c1-1 of Z, in the
+    # task's own (n, k) blocks; each column's arithmetic is independent of
+    # the others in its block, so the results do not depend on the cut
+    n = Z.shape[0]
+    k = c1 - c0
+    dt = Z.dtype
+    Q = np.empty((n, k), dtype=dt)
+    Qp = np.zeros((n, k), dtype=dt)
+    W = np.empty((n, k), dtype=dt)
+    ss = np.zeros(k, dtype=np.float64)
+    for i in range(n):
+        for c in range(k):
+            v = np.float64(Z[i, c0 + c])
+            ss[c] += v * v
+    nrm = np.sqrt(ss).astype(dt)
+    for i in range(n):
+        for c in range(k):
+            Q[i, c] = Z[i, c0 + c] / nrm[c]
+    live = np.ones(k, dtype=np.bool_)
+    anorm = np.zeros(k, dtype=np.float64)
+    b_last = np.zeros(k, dtype=np.float64)
+    b_prev = np.zeros(k, dtype=dt)
+    inv = np.empty(k, dtype=dt)
+    left = k
+    for j in range(m):
+        part = np.zeros(k, dtype=np.float64)
+        _rows_block_dot(indptr, indices, data, Q, W, 0, n, part)
+        a = part.astype(dt)
+        sumsq = np.zeros(k, dtype=np.float64)
+        _three_term_cols_sumsq(W, a, Q, b_prev, Qp, W, sumsq)
+        b = np.sqrt(sumsq).astype(dt)
+        for c in range(k):
+            inv[c] = 0.0
+            if not live[c]:
+                b[c] = 0.0
+                continue
+            ah = np.float64(a[c])
+            bh = np.float64(b[c])
+            alpha[c0 + c, j] = a[c]
+            if not (np.isfinite(ah) and np.isfinite(bh)):
+                bad[c0 + c] = j
+                live[c] = False
+                left -= 1
+                b[c] = 0.0
+                continue
+            anorm[c] = max(anorm[c], abs(ah) + bh + b_last[c])
+            b_last[c] = bh
+            if bh <= tol_scale * anorm[c]:
+                lengths[c0 + c] = j + 1
+                broke[c0 + c] = True
+                live[c] = False
+                left -= 1
+                b[c] = 0.0
+                continue
+            beta[c0 + c, j] = b[c]
+            inv[c] = 1.0 / b[c]
+        if left == 0:
+            break
+        _scale_cols(W, inv, Qp)  # the next vectors, into the previous ones' memory
+        Q, Qp = Qp, Q
+        b_prev = b
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def lanczos_cols(indptr, indices, data, Z, m, tol_scale, width, alpha, beta, lengths, broke, bad):
+    """Lanczos coefficients of every column of ``Z`` (``(n, p)``), ``width`` columns per task.
+
+    ``alpha``, ``beta`` ``(p, m)`` zeros on entry; ``lengths`` (``m`` on
+    entry) the steps run per column, ``broke`` (``False`` on entry) whether
+    it stopped at a breakdown (``beta <= tol_scale * ||T||``), ``bad`` (``-1`` on entry) the step at which its
+    coefficients were not finite.  Tasks run in parallel, each wholly
+    in its own blocks: no synchronisation
+    between steps.
+    """
+    p = Z.shape[1]
+    tasks = (p + width - 1) // width
+    for t in numba.prange(tasks):
+        c0 = t * width
+        _lanczos_task(indptr, indices, data, Z, c0, min(c0 + width, p), m, tol_scale,
+                      alpha, beta, lengths, broke, bad)
+
+
 # without threads: for one thread, inside serial(), and (the fused product) for
 # matrices below :data:`matfree._kernels.sparse.PARALLEL_DOT_NNZ`
 matvec_dot_serial = serial_twin(matvec_dot, "matvec_dot_serial")
 matvec_serial = serial_twin(matvec, "matvec_serial")
 matmat_serial = serial_twin(matmat, "matmat_serial")
 matmat_dot_serial = serial_twin(matmat_dot, "matmat_dot_serial")
+lanczos_cols_serial = serial_twin(lanczos_cols, "lanczos_cols_serial")
