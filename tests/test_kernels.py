@@ -381,7 +381,7 @@ def test_usable():
 
 def test_warm_up_reports_first_call_times():
     times = K.warm_up(("float64",))
-    assert {"cg.update", "cg.direction", "lanczos.recurrence"} <= set(times)
+    assert {"cg.update", "cg.direction", "lanczos.recurrence", "sparse.csr_lanczos"} <= set(times)
     assert all(t >= 0.0 for t in times.values())
     with K.disabled():
         assert K.warm_up() == {}
@@ -413,6 +413,16 @@ def test_sparse_kernel_matches_scipy(np_rng, dt, shape):
     assert got.dtype == want.dtype and got.shape == want.shape
     # each row is summed in storage order, as SciPy does
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("k", [1, 3, 7, 8, 13])
+def test_sparse_block_kernel_matches_scipy_either_side_of_narrow(np_rng, dt, k):
+    """Blocks narrower than 8 columns take the column-first loop, wider ones the row-first: SciPy's bits."""
+    M = _csr(np_rng, K.sparse.MIN_NNZ // 4, dt)
+    X = np_rng.standard_normal((M.shape[0], k)).astype(dt)
+    np.testing.assert_array_equal(K.sparse.csr_matmat(M, X), M @ X)
+    W, _ = K.sparse.csr_matmat_dot(M, X)  # the fused product: the same rows
+    np.testing.assert_array_equal(W, M @ X)
 
 
 def test_sparse_operator_routes_and_agrees(np_rng, dt):
@@ -846,6 +856,17 @@ def test_slq_fused_lanczos_raises_on_non_finite_matrix(np_rng, bad):
         matfree.logdet(A, num_probes=30, num_steps=5, rng=0)
     _, _, lengths, _, first = K.sparse.csr_lanczos(M, np_rng.standard_normal((n, 4)), 5, 1e-16)
     assert np.all((first == 0) | (first == 1))
+
+
+def test_csr_lanczos_zero_or_non_finite_start_is_bad_at_step_0(np_rng):
+    """A start vector of norm 0 (NaN after 0/0 on the array-API path) or with NaN: bad at step 0."""
+    M = _symmetric_csr(np_rng, K.sparse.MIN_NNZ // 4, np.float64)
+    Z = np_rng.standard_normal((M.shape[0], 3))
+    Z[:, 0] = 0.0
+    Z[5, 2] = np.nan
+    alpha, beta, lengths, broke, bad = K.sparse.csr_lanczos(M, Z, 4, 1e-16)
+    assert bad.tolist() == [0, -1, 0] and not broke.any()
+    assert np.all(alpha[[0, 2]] == 0.0) and np.all(np.isfinite(alpha[1])) and np.all(beta[1] > 0)
 
 
 def test_slq_takes_the_fused_lanczos_kernel_and_counts_its_products(np_rng, monkeypatch):

@@ -16,8 +16,9 @@ first kernel call, so ``import matfree`` never imports it.
 
 Kernels: :mod:`~matfree._kernels.cg` (CG updates), :mod:`~matfree._kernels.lanczos`
 (three-term recurrence), :mod:`~matfree._kernels.sparse`
-(parallel CSR products for the ``Sparse`` operator, and the CSR product
-fused with ``pᵀAp`` that CG asks the ``Sparse`` operator for).  The CG and
+(parallel CSR products for the ``Sparse`` operator, the CSR product
+fused with ``pᵀAp`` that CG asks the ``Sparse`` operator for, and the whole
+Lanczos run of SLQ's probes on a ``Sparse`` matrix).  The CG and
 fused-product kernels run on one thread below a size threshold (a serial
 twin of the same code: the same numbers), where waking threads would cost
 more than it saves.  Switch all of them off
@@ -156,6 +157,9 @@ def warm_up(dtypes=("float32", "float64")) -> dict:
             first("cg.inner", cg.inner, v, v)
             M = sp.random(n, n, density=5.0 / n, format="csr", dtype=dt, rng=0)
             first("sparse.csr_matvec_dot", sparse.csr_matvec_dot, M, v, 0.5)
+            first("sparse.csr_matmat_dot", sparse.csr_matmat_dot, M, V)
+            first("sparse.csr_lanczos", sparse.csr_lanczos, M, np.ones((n, k), dtype=dt), 3,
+                  float(np.finfo(dt).eps))
         W = np.ones((2, n), dtype=dt)
         first("lanczos.recurrence", lanczos.recurrence, W, W, W, np.ones(2, dtype=dt))
         if num_threads() >= 2:
