@@ -6,11 +6,19 @@ CuPy where a GPU exists; each is skipped when its library is missing.
 """
 
 import importlib.util
+import os
 
 import numpy as np
 import pytest
+from hypothesis import settings
 
 from matfree import _backend as B
+
+# CI draws the same property-test examples on every run (a failure there is
+# reproducible); elsewhere Hypothesis explores new ones each run
+settings.register_profile("ci", derandomize=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 
 def _cupy_usable():

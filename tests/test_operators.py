@@ -450,6 +450,10 @@ def test_repr_is_readable(np_rng):
     assert text == "<Damped 3x3 float64 on numpy, positive definite, damping=0.1>"
 
 
+# OpenBLAS's small single-precision kernels can raise the invalid-operation
+# flag with finite inputs and outputs (numpy/numpy#24067: seen here once, not
+# reproducible); the values are checked below, so the flag is not an error
+@pytest.mark.filterwarnings("ignore:invalid value encountered in matmul:RuntimeWarning")
 @settings(max_examples=25, deadline=None)
 @given(
     m=st.integers(1, 9),
