@@ -895,8 +895,8 @@ def _fused_lanczos(op, Z, m, op_dtype, acc, xp):
     if out is NotImplemented:
         return None
     alpha, beta, lengths, brk, bad = out
-    if np.any(bad >= 0):
-        _check_finite_scalars([np.nan], "a recurrence coefficient", int(bad[bad >= 0].min()))
+    if (bad >= 0).any():  # the earliest non-finite step over the columns
+        _check_finite_scalars([math.nan], "a recurrence coefficient", int(bad[bad >= 0].min()))
     width = int(lengths.max())
     return alpha[:, :width], beta[:, :width], lengths, brk, int(lengths.sum())
 

@@ -160,6 +160,7 @@ def matmat_dot(indptr, indices, data, X, out, bounds):
             d[c] += part[t, c]
     return d
 
+
 @numba.njit(cache=True, nogil=True)
 def _lanczos_task(indptr, indices, data, Z, c0, c1, m, tol_scale, alpha, beta, lengths, broke,
                   bad):
@@ -239,11 +240,11 @@ def lanczos_cols(indptr, indices, data, Z, m, tol_scale, width, alpha, beta, len
     """Lanczos coefficients of every column of ``Z`` (``(n, p)``), ``width`` columns per task.
 
     ``alpha``, ``beta`` ``(p, m)`` zeros on entry; ``lengths`` (``m`` on
-    entry) the steps run per column, ``broke`` (``False`` on entry) whether
-    it stopped at a breakdown (``beta <= tol_scale * ||T||``), ``bad`` (``-1`` on entry) the step at which its
-    coefficients were not finite.  Tasks run in parallel, each wholly
-    in its own blocks: no synchronisation
-    between steps.
+    entry) the steps run per column; ``broke`` (``False`` on entry) whether
+    it stopped at a breakdown (``beta <= tol_scale * ||T||``); ``bad``
+    (``-1`` on entry) the step at which its coefficients were not finite
+    (0 for a start vector of norm zero).  Tasks run in parallel, each wholly
+    in its own blocks: no synchronisation between steps.
     """
     p = Z.shape[1]
     tasks = (p + width - 1) // width

@@ -169,10 +169,9 @@ def csr_matmat_dot(M, X, bounds=None):
 
 
 #: fewest and most columns of a task of :func:`csr_lanczos`.  Its product
-#: runs a block of columns per row of the matrix: with fewer than about 8,
-#: the sums of one row wait on each other through memory (on the Xeon here,
-#: a column of Poisson 100² costs 179 µs in a block of 1, 18 µs in a block
-#: of 8, 13 µs in a block of 30; a lone vector in the tight loop, 27 µs).
+#: is SIMD across the columns of a block from 8 columns on; narrower blocks
+#: take a column at a time (on the Xeon here, 2 threads, a column of Poisson
+#: 100² costs 31 µs alone, 16 µs in a block of 4, 9 µs in a block of 8).
 #: The cap bounds a task's blocks and leaves several tasks for the threads.
 LANCZOS_MIN_TASK = 8
 LANCZOS_MAX_TASK = 32
