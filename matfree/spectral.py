@@ -570,12 +570,7 @@ class SLQ:
         Parameters
         ----------
         control_variates : bool
-            When ``A`` knows :math:`\operatorname{tr} A` and
-            :math:`\operatorname{tr} A^2` exactly (``Dense``, ``Sparse``,
-            ``Diagonal``, ``Identity``, ``damped`` of those), use the
-            probes' :math:`z^\top A z` and :math:`z^\top A^2 z` (free from
-            the same Lanczos runs) as control variates (see the Notes of
-            :class:`SLQ`).  Default ``True``.
+            As in :meth:`trace_function`.  Default ``True``.
 
         Returns
         -------
