@@ -355,6 +355,8 @@ class SLQ:
             )
         alpha, beta, lengths, brk, nmv = _join_blocks(xp, results)
         nodes, weights = _gauss_rules(alpha, beta, lengths)
+        self._coefficients = (alpha, beta, lengths, brk)  # for quadrature_change
+        self._shorter_rule = None
         self.xp = xp
         self.device = dev
         self.dtype = acc
@@ -504,36 +506,72 @@ class SLQ:
         array, shape (p,)
             One quadrature value per probe.
         """
+        return self._quadrature(f, self.nodes, self.weights, self._nodes_host, self._weights_host)
+
+    def _quadrature(self, f, nodes, weights, nodes_host, weights_host):
+        """``samples(f)`` for the rules ``(nodes, weights)`` (device) / ``*_host`` (NumPy)."""
         xp = self.xp
         if not callable(f):
             raise TypeError(f"f must be callable, got {type(f).__name__}")
         try:
-            fx = f(self.nodes)
+            fx = f(nodes)
         except Exception as err:
             raise TypeError(
                 "f failed on the quadrature nodes; f must map an array of the operator's "
                 f"namespace ({xp.__name__}) elementwise (e.g. xp.log, lambda t: t**2): {err}"
             ) from err
-        if not hasattr(fx, "shape") or tuple(fx.shape) != tuple(self.nodes.shape):
+        if not hasattr(fx, "shape") or tuple(fx.shape) != tuple(nodes.shape):
             raise TypeError(
                 f"f returned {getattr(fx, 'shape', type(fx).__name__)} for nodes of shape "
-                f"{tuple(self.nodes.shape)}; f must act elementwise and return an array "
+                f"{tuple(nodes.shape)}; f must act elementwise and return an array "
                 "of the same namespace"
             )
-        if B.namespace(fx) is not B.namespace(self.nodes):
+        if B.namespace(fx) is not B.namespace(nodes):
             raise TypeError("f returned an array of another library than its input")
         fx = xp.astype(fx, self.dtype) if fx.dtype != self.dtype else fx
-        used = self.weights > 0
+        used = weights > 0
         fx = xp.where(used, fx, xp.zeros_like(fx))
         if not bool(xp.all(xp.isfinite(fx))):
             bad = np.asarray(B.to_numpy(fx))
-            theta = self._nodes_host[~np.isfinite(bad) & (self._weights_host > 0)]
+            theta = nodes_host[~np.isfinite(bad) & (weights_host > 0)]
             raise ValueError(
                 f"f returned NaN or Inf at the quadrature node theta={float(theta[0]):.6g} "
                 f"(Ritz values lie in [{self.spectrum_bounds[0]:.6g}, "
                 f"{self.spectrum_bounds[1]:.6g}]); f must be finite on the spectrum of A"
             )
-        return self.probe_norms2 * xp.sum(self.weights * fx, axis=-1)
+        return self.probe_norms2 * xp.sum(weights * fx, axis=-1)
+
+    def quadrature_change(self, f):
+        r"""How much the last Lanczos step moved the estimate of :math:`\operatorname{tr} f(A)`.
+
+        The plain estimate from the probes' ``m``-step rules minus the one
+        from the same probes' ``(m - 1)``-step rules (a probe that broke
+        down keeps its exact rule).  The probes' noise cancels in the
+        difference; what is left is the quadrature's progress.  For
+        geometric convergence at rate ``r`` per step the error left after
+        ``m`` steps is about ``r / (1 - r)`` times this change: comparable
+        to it when the quadrature converges fast, several times it when
+        slowly (ill-conditioned ``A``; 3.5 times at 10 steps on the 2-D
+        Poisson matrix of condition 786).  The standard errors of
+        :meth:`trace_function` and :meth:`logdet` measure the probes'
+        spread only: when this change is not small against them, take
+        more steps.  No products; ``nan`` for ``m = 1``.
+
+        Returns
+        -------
+        float
+        """
+        if self.num_steps == 1:
+            return math.nan
+        if self._shorter_rule is None:
+            alpha, beta, lengths, brk = self._coefficients
+            shorter = np.where(brk, lengths, np.minimum(lengths, self.num_steps) - 1)
+            self._shorter_rule = _gauss_rules(alpha, beta, np.maximum(shorter, 1))
+        nodes_h, weights_h = self._shorter_rule
+        xp, dev, acc = self.xp, self.device, self.dtype
+        nodes, weights = _to_device(xp, dev, nodes_h, acc), _to_device(xp, dev, weights_h, acc)
+        shorter = self._quadrature(f, nodes, weights, nodes_h, weights_h)
+        return float(xp.mean(self.samples(f) - shorter))
 
     # ------------------------------------------------------------ answers
     def trace_function(self, f, *, name=None, control_variates=True):
@@ -558,8 +596,10 @@ class SLQ:
         Estimate
             Value, standard error and the per-probe samples in ``info["samples"]``;
             with control variates also ``info["control_variates"]``,
-            ``"coefficients"``, ``"value_plain"``, ``"stderr_plain"`` (the plain
-            mean and its error) and ``"dof"``.
+            ``"coefficients"``, ``"value_plain"``, ``"stderr_plain"`` (the
+            plain mean and its error) and ``"dof"``.  The standard error
+            measures the probes' spread, not the quadrature error: see
+            :meth:`quadrature_change`.
         """
         label = "slq" if name is None else f"slq:{name}"
         return self._estimate(self.samples(f), label, control_variates=control_variates)

@@ -480,3 +480,25 @@ def test_control_variates_need_known_moments_and_enough_probes(np_rng):
     # f(t) = t is its own control variate: the exact trace, to rounding
     lin = trace_function(M, lambda t: 2.0 * t, num_probes=6, num_steps=5, rng=0)
     assert float(lin.value) == pytest.approx(2.0 * np.trace(M), rel=1e-13)
+
+
+def test_quadrature_change_is_the_last_steps_move_on_the_same_probes():
+    S = _poisson(20, 0.01)  # condition ~ 800: 6 steps are far from converged
+    op = matfree.Sparse(S, positive_definite=True)
+    slq6 = SLQ(op, num_probes=12, num_steps=6, rng=4)
+    slq5 = SLQ(op, num_probes=12, num_steps=5, rng=4)  # the same probes, one step fewer
+    change = slq6.quadrature_change(np.log)
+    plain6 = slq6.logdet(control_variates=False)
+    plain5 = slq5.logdet(control_variates=False)
+    assert change == pytest.approx(float(plain6.value) - float(plain5.value), rel=1e-10)
+    assert slq6.quadrature_change(np.log) == change  # cached rule, same answer
+    # the probes' noise cancels: what is left shrinks geometrically with the steps
+    changes = [abs(SLQ(op, 12, m, rng=4).quadrature_change(np.log)) for m in (4, 6, 8, 12)]
+    assert changes == sorted(changes, reverse=True) and changes[-1] < changes[0] / 20
+    # converged: nothing left to move
+    M = _with_spectrum(np.random.default_rng(0), np.linspace(1.0, 2.0, 40))
+    assert abs(SLQ(M, 6, 15, rng=0).quadrature_change(np.log)) < 1e-12 * 40
+    # three distinct eigenvalues: every probe breaks down after 3 steps with an exact rule
+    D = _with_spectrum(np.random.default_rng(1), np.repeat([1.0, 2.0, 3.0], 10))
+    assert SLQ(D, 6, 8, rng=0).quadrature_change(np.log) == pytest.approx(0.0, abs=1e-12)
+    assert math.isnan(SLQ(M, 6, 1, rng=0).quadrature_change(np.log))
