@@ -1122,10 +1122,7 @@ def logdet(
         Show a tqdm progress bar over the products with the running estimate ±
         standard error (the plain mean of the probes so far).
     control_variates : bool
-        Use :math:`\operatorname{tr} A` and :math:`\operatorname{tr} A^2` as
-        control variates when ``A`` knows them exactly (see
-        :meth:`SLQ.trace_function`).  The same products; on the 2-D Poisson
-        matrix the standard error falls 4-12 fold.
+        As in :func:`trace_function`.
 
     Returns
     -------
